@@ -1,0 +1,124 @@
+"""Repairs of basicsr 1.4.2 (PyPI, unmaintained) for torch 2.14 / torchvision 0.29 and CPU-only machines.
+
+This is the only module of the project that touches BasicSR's internals. It is imported by
+``basicsr_ea/__init__.py`` before anything else imports BasicSR; each repair says why it exists.
+"""
+import os
+import sys
+import types
+
+import torch
+import torchvision.transforms.functional as tv_functional
+
+
+def _shim_functional_tensor():
+    """torchvision 0.17 removed ``transforms.functional_tensor``; ``basicsr.data.degradations`` still imports
+    ``rgb_to_grayscale`` from it, so ``import basicsr`` fails without this alias."""
+    name = 'torchvision.transforms.functional_tensor'
+    if name not in sys.modules:
+        module = types.ModuleType(name)
+        module.rgb_to_grayscale = tv_functional.rgb_to_grayscale
+        sys.modules[name] = module
+
+
+_shim_functional_tensor()
+
+import basicsr.train  # noqa: E402  (must follow the shim)
+from basicsr.archs import vgg_arch  # noqa: E402
+from basicsr.models import base_model  # noqa: E402
+from basicsr.utils import dist_util  # noqa: E402
+from basicsr.utils.misc import check_resume, scandir  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+
+
+def storage_device():
+    """The device checkpoints are mapped to: this rank's GPU when there is one, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device('cuda', torch.cuda.current_device())
+    return torch.device('cpu')
+
+
+def load_resume_state(opt):
+    """Replaces ``basicsr.train.load_resume_state``, which maps storages with ``torch.cuda.current_device()`` (fails
+    on CPU) and looks for ``experiments/`` relative to the working directory instead of the experiment root."""
+    resume_state_path = None
+    if opt['auto_resume']:
+        state_path = opt['path']['training_states']
+        if os.path.isdir(state_path):
+            states = [int(v.split('.state')[0]) for v in scandir(state_path, suffix='state', recursive=False)]
+            if states:
+                resume_state_path = os.path.join(state_path, f'{max(states)}.state')
+                opt['path']['resume_state'] = resume_state_path
+    elif opt['path'].get('resume_state'):
+        resume_state_path = opt['path']['resume_state']
+    if resume_state_path is None:
+        return None
+    resume_state = torch.load(resume_state_path, map_location=storage_device(), weights_only=True)
+    check_resume(opt, resume_state['iter'])
+    return resume_state
+
+
+def _init_dist_pytorch(backend='nccl', **kwargs):
+    """BasicSR divides by the GPU count (zero on CPU) and forces NCCL; on a CPU-only machine use gloo."""
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', os.environ['RANK'])) % torch.cuda.device_count())
+    else:
+        backend = 'gloo'
+    torch.distributed.init_process_group(backend=backend, **kwargs)
+
+
+def _model_to_device(self, net):
+    """BasicSR passes ``device_ids=[torch.cuda.current_device()]`` to DDP, which fails on CPU processes."""
+    net = net.to(self.device)
+    if self.opt['dist']:
+        device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+        find_unused = self.opt.get('find_unused_parameters', False)
+        return DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=find_unused)
+    if self.opt['num_gpu'] > 1:
+        return torch.nn.DataParallel(net)
+    return net
+
+
+def _get_optimizer(self, optim_type, params, lr, **kwargs):
+    """BasicSR 1.4.2 knows only Adam; resolve every ``optim_*`` type through the project's optimizer registry."""
+    from basicsr_ea.optim import OPTIMIZER_REGISTRY
+    return OPTIMIZER_REGISTRY.get(optim_type)(params, lr=lr, **kwargs)
+
+
+_original_setup_schedulers = base_model.BaseModel.setup_schedulers
+
+
+def _setup_schedulers(self):
+    """BasicSR pops ``type`` from the options it was given, so a second call (population models) raises KeyError."""
+    scheduler_opt = self.opt['train']['scheduler']
+    self.opt['train']['scheduler'] = dict(scheduler_opt)
+    try:
+        _original_setup_schedulers(self)
+    finally:
+        self.opt['train']['scheduler'] = scheduler_opt
+
+
+_original_vgg_init = vgg_arch.VGGFeatureExtractor.__init__
+
+
+def _vgg_init(self, *args, **kwargs):
+    """BasicSR downloads ImageNet VGG weights when its local file is missing; nothing downloads here."""
+    path = vgg_arch.VGG_PRETRAIN_PATH
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'VGG weights for the perceptual loss not found at {os.path.abspath(path)}. Put torchvision\'s '
+            'vgg19-dcbb9e9d.pth there (or set path.pretrain_vgg in the options); nothing is downloaded.')
+    _original_vgg_init(self, *args, **kwargs)
+
+
+def set_vgg_weights_path(path):
+    """Point BasicSR's ``VGGFeatureExtractor`` (perceptual loss) at a local weight file."""
+    vgg_arch.VGG_PRETRAIN_PATH = path
+
+
+basicsr.train.load_resume_state = load_resume_state
+dist_util._init_dist_pytorch = _init_dist_pytorch
+base_model.BaseModel.model_to_device = _model_to_device
+base_model.BaseModel.get_optimizer = _get_optimizer
+base_model.BaseModel.setup_schedulers = _setup_schedulers
+vgg_arch.VGGFeatureExtractor.__init__ = _vgg_init
