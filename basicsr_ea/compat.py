@@ -25,10 +25,16 @@ _shim_functional_tensor()
 
 import basicsr.train  # noqa: E402  (must follow the shim)
 from basicsr.archs import vgg_arch  # noqa: E402
+from basicsr.data.data_sampler import EnlargedSampler  # noqa: E402
 from basicsr.models import base_model  # noqa: E402
 from basicsr.utils import dist_util  # noqa: E402
 from basicsr.utils.misc import check_resume, scandir  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+
+from basicsr_ea.utils import atomic_torch_save, get_rng_states, set_rng_states  # noqa: E402
+
+# Where a resumed run stands in its data: set by ``load_resume_state``, consumed by the train sampler's first epoch.
+_pending_resume = {}
 
 
 def storage_device():
@@ -55,7 +61,30 @@ def load_resume_state(opt):
         return None
     resume_state = torch.load(resume_state_path, map_location=storage_device(), weights_only=True)
     check_resume(opt, resume_state['iter'])
+    _pending_resume.update(iter=resume_state['iter'], rng=resume_state.get('rng'),
+                           batch_size=opt['datasets']['train']['batch_size_per_gpu'])
     return resume_state
+
+
+_original_sampler_iter = EnlargedSampler.__iter__
+
+
+def _sampler_iter(self):
+    """BasicSR restarts a resumed epoch from its first batch and does not restore RNGs, so a resumed run sees other
+    data than an uninterrupted one. Skip the batches the saved run already consumed (every epoch holds
+    ``len // batch`` batches: the train loader drops the last one) and restore the RNG states saved with them. Runs
+    lazily at the epoch's first batch, after the DataLoader drew its own seed, exactly where the saved run stood.
+    With ``num_worker_per_gpu: 0`` this makes resume exact; with workers, augmentation RNG lives in the workers."""
+    indices = list(_original_sampler_iter(self))
+    if _pending_resume:
+        resume = dict(_pending_resume)
+        _pending_resume.clear()
+        batch_size = resume['batch_size']
+        consumed = resume['iter'] - self.epoch * (len(indices) // batch_size)
+        indices = indices[consumed * batch_size:]
+        if resume['rng'] is not None:
+            set_rng_states(resume['rng'])
+    return iter(indices)
 
 
 def _init_dist_pytorch(backend='nccl', **kwargs):
@@ -111,12 +140,38 @@ def _vgg_init(self, *args, **kwargs):
     _original_vgg_init(self, *args, **kwargs)
 
 
+def _save_training_state(self, epoch, current_iter):
+    """BasicSR's version writes in place (a crash mid-save loses the last state) and saves no RNG state."""
+    if current_iter == -1 or self.opt['rank'] != 0:
+        return
+    state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+             'schedulers': [s.state_dict() for s in self.schedulers], 'rng': get_rng_states()}
+    atomic_torch_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+
+def _save_network(self, net, net_label, current_iter, param_key='params'):
+    """BasicSR's version writes in place and swallows write errors after three tries; write atomically and raise."""
+    if self.opt['rank'] != 0:
+        return
+    nets = net if isinstance(net, list) else [net]
+    param_keys = param_key if isinstance(param_key, list) else [param_key]
+    save_dict = {}
+    for net_, key in zip(nets, param_keys, strict=True):
+        state_dict = self.get_bare_model(net_).state_dict()
+        save_dict[key] = {k.removeprefix('module.'): v.cpu() for k, v in state_dict.items()}
+    label = 'latest' if current_iter == -1 else current_iter
+    atomic_torch_save(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
+
+
 def set_vgg_weights_path(path):
     """Point BasicSR's ``VGGFeatureExtractor`` (perceptual loss) at a local weight file."""
     vgg_arch.VGG_PRETRAIN_PATH = path
 
 
 basicsr.train.load_resume_state = load_resume_state
+EnlargedSampler.__iter__ = _sampler_iter
+base_model.BaseModel.save_training_state = _save_training_state
+base_model.BaseModel.save_network = _save_network
 dist_util._init_dist_pytorch = _init_dist_pytorch
 base_model.BaseModel.model_to_device = _model_to_device
 base_model.BaseModel.get_optimizer = _get_optimizer

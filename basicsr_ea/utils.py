@@ -9,3 +9,43 @@ def import_modules_with_suffix(package, package_file, suffix):
     for file_name in sorted(os.listdir(folder)):
         if file_name.endswith(suffix):
             importlib.import_module(f'{package}.{file_name[:-3]}')
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save`` to a temporary file in the same folder, then rename: a crash or a full disk while saving
+    leaves the previous file intact instead of a truncated one."""
+    import torch
+    tmp_path = f'{path}.tmp{os.getpid()}'
+    try:
+        torch.save(obj, tmp_path)
+        os.replace(tmp_path, path)
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+def get_rng_states():
+    """Python, NumPy and torch RNG states in types ``torch.load(weights_only=True)`` accepts."""
+    import random
+
+    import numpy as np
+    import torch
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    states = {'python': random.getstate(), 'numpy': (np_kind, torch.from_numpy(np_keys.astype(np.int64)), np_pos,
+                                                      np_has_gauss, np_gauss), 'torch': torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states['cuda'] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states):
+    import random
+
+    import numpy as np
+    import torch
+    random.setstate(states['python'])
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = states['numpy']
+    np.random.set_state((np_kind, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(states['torch'])
+    if 'cuda' in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states['cuda'])

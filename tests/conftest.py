@@ -6,15 +6,23 @@ import pytest
 
 import basicsr_ea  # noqa: F401
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='session')
-def repo_root():
-    return REPO_ROOT
+def demo_data(tmp_path_factory):
+    """The x4 SR demo data set (folders and LMDB), built once per test session."""
+    from scripts_loader import load_script
+    root = str(tmp_path_factory.mktemp('demo') / 'demo_x4')
+    load_script('make_demo_data').make_demo_data(root)
+    return root
 
 
-@pytest.fixture(scope='session')
-def python():
-    """The interpreter that runs the tests, for subprocess runs of basicsr_ea/train.py."""
-    return sys.executable
+@pytest.fixture
+def experiment_name(request):
+    """A unique experiment name whose experiments/ and tb_logger/ folders are removed after the test."""
+    from helpers import remove_experiment
+    name = 'pytest_' + request.node.name.replace('[', '_').replace(']', '')
+    remove_experiment(name)
+    yield name
+    remove_experiment(name)

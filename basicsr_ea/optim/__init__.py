@@ -13,3 +13,4 @@ def build_optimizer(opt, params):
     """Build a registered optimizer from ``{type: ..., lr: ..., ...}`` without touching ``opt``."""
     opt = deepcopy(opt)
     return OPTIMIZER_REGISTRY.get(opt.pop('type'))(params, **opt)
+from basicsr_ea.optim.ea_adam import EAAdam  # noqa: E402,F401

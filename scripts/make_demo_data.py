@@ -1,0 +1,136 @@
+"""Build the x4 SR demo data set from the natural images scikit-image ships in its wheel (nothing is downloaded).
+
+    python scripts/make_demo_data.py [--root datasets/demo_x4] [--force]
+
+Layout (what BasicSR's ``PairedImageDataset`` reads, folders and LMDB alike)::
+
+    <root>/{train,val}/HR/<name>.png             <root>/{train,val}/HR.lmdb            (+ meta_info.txt)
+    <root>/{train,val}/LR_bicubic_x4/<name>.png  <root>/{train,val}/LR_bicubic_x4.lmdb
+    <root>/manifest.json                         sha256 of every PNG, to recognise an existing set
+
+HR training images are scaled so their long side is 256 px; validation HR images are 192x192 centre crops (the
+smallest size NIQE evaluates). LR images come from BasicSR's MATLAB-compatible bicubic. Running it again is a no-op;
+a different existing set is only replaced with ``--force``.
+"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+
+import cv2
+import numpy as np
+from skimage import data as skdata
+
+import basicsr_ea  # noqa: F401  (BasicSR needs the compatibility layer to import)
+from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+from basicsr.utils.matlab_functions import imresize
+
+SCALE = 4
+TRAIN_LONG_SIDE = 256
+VAL_SIZE = 192
+VAL_NAMES = ('astronaut', 'coffee', 'rocket')
+TRAIN_NAMES = ('brick', 'camera', 'cat', 'chelsea', 'coins', 'grass', 'gravel', 'hubble_deep_field',
+               'immunohistochemistry', 'moon', 'page', 'retina', 'stereo_motorcycle', 'text')
+LR_FOLDER = f'LR_bicubic_x{SCALE}'
+
+
+def load_rgb(name):
+    """A scikit-image sample as uint8 RGB (grey images repeated over three channels)."""
+    img = skdata.stereo_motorcycle()[0] if name == 'stereo_motorcycle' else getattr(skdata, name)()
+    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
+
+
+def crop_to_multiple(img, multiple):
+    h, w = img.shape[:2]
+    return img[:h - h % multiple, :w - w % multiple]
+
+
+def make_train_hr(img):
+    h, w = img.shape[:2]
+    factor = TRAIN_LONG_SIDE / max(h, w)
+    if factor < 1:
+        img = cv2.resize(img, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA)
+    return crop_to_multiple(img, SCALE)
+
+
+def make_val_hr(img):
+    h, w = img.shape[:2]
+    top, left = (h - VAL_SIZE) // 2, (w - VAL_SIZE) // 2
+    return img[top:top + VAL_SIZE, left:left + VAL_SIZE]
+
+
+def bicubic_lr(hr):
+    """LR by BasicSR's MATLAB-compatible bicubic, the degradation of the SR benchmarks."""
+    lr = imresize(hr.astype(np.float64) / 255., 1 / SCALE)
+    return np.clip(np.round(lr * 255.), 0, 255).astype(np.uint8)
+
+
+def build_images():
+    """{relative png path: encoded PNG bytes} for the whole set, deterministic."""
+    files = {}
+    for split, names, make_hr in (('train', TRAIN_NAMES, make_train_hr), ('val', VAL_NAMES, make_val_hr)):
+        for name in names:
+            hr = make_hr(load_rgb(name))
+            for folder, img in (('HR', hr), (LR_FOLDER, bicubic_lr(hr))):
+                ok, png = cv2.imencode('.png', cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+                assert ok, f'PNG encoding failed for {name}'
+                files[f'{split}/{folder}/{name}.png'] = png.tobytes()
+    return files
+
+
+def manifest_of(files):
+    return {'scale': SCALE, 'files': {path: hashlib.sha256(png).hexdigest() for path, png in sorted(files.items())}}
+
+
+def write_lmdb(folder):
+    """LMDB beside ``folder`` with BasicSR's own writer (keys = file stems, ``meta_info.txt`` included)."""
+    names = sorted(os.listdir(folder))
+    total = sum(os.path.getsize(os.path.join(folder, n)) for n in names)
+    make_lmdb_from_imgs(folder, f'{folder}.lmdb', names, [os.path.splitext(n)[0] for n in names],
+                        map_size=total * 10 + (1 << 20))
+
+
+def make_demo_data(root, force=False):
+    """Create the set under ``root``; returns 'created' or 'up to date'. Refuses to replace a different set."""
+    files = build_images()
+    manifest = manifest_of(files)
+    manifest_path = os.path.join(root, 'manifest.json')
+    if os.path.exists(root) and os.listdir(root):
+        existing = None
+        if os.path.isfile(manifest_path):
+            with open(manifest_path) as f:
+                existing = json.load(f)
+        complete = all(os.path.isfile(os.path.join(root, p)) for p in files)
+        if existing == manifest and complete:
+            return 'up to date'
+        if not force:
+            raise FileExistsError(f'{root} holds a different or incomplete data set; pass --force to replace it.')
+        shutil.rmtree(root)
+    for path, png in files.items():
+        os.makedirs(os.path.dirname(os.path.join(root, path)), exist_ok=True)
+        with open(os.path.join(root, path), 'wb') as f:
+            f.write(png)
+    for split in ('train', 'val'):
+        for folder in ('HR', LR_FOLDER):
+            write_lmdb(os.path.join(root, split, folder))
+    with open(manifest_path, 'w') as f:
+        json.dump(manifest, f, indent=1)
+    return 'created'
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--root', default='datasets/demo_x4', help='output folder')
+    parser.add_argument('--force', action='store_true', help='replace a different existing data set')
+    args = parser.parse_args(argv)
+    try:
+        status = make_demo_data(args.root, args.force)
+    except FileExistsError as err:
+        sys.exit(f'error: {err}')
+    print(f'{args.root}: {status}')
+
+
+if __name__ == '__main__':
+    main()
