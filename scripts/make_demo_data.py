@@ -8,7 +8,8 @@ Layout (what BasicSR's ``PairedImageDataset`` reads, folders and LMDB alike)::
     <root>/{train,val}/LR_bicubic_x4/<name>.png  <root>/{train,val}/LR_bicubic_x4.lmdb
     <root>/manifest.json                         sha256 of every PNG, to recognise an existing set
 
-HR training images are scaled so their long side is 256 px; validation HR images are 192x192 centre crops (the
+HR training images are scaled so their long side is 256 px (every short side stays above 128 px, the GAN
+patch size); validation HR images are 192x192 centre crops (the
 smallest size NIQE evaluates). LR images come from BasicSR's MATLAB-compatible bicubic. Running it again is a no-op;
 a different existing set is only replaced with ``--force``.
 """
@@ -32,7 +33,7 @@ TRAIN_LONG_SIDE = 256
 VAL_SIZE = 192
 VAL_NAMES = ('astronaut', 'coffee', 'rocket')
 TRAIN_NAMES = ('brick', 'camera', 'cat', 'chelsea', 'coins', 'grass', 'gravel', 'hubble_deep_field',
-               'immunohistochemistry', 'moon', 'page', 'retina', 'stereo_motorcycle', 'text')
+               'immunohistochemistry', 'moon', 'retina', 'stereo_motorcycle')
 LR_FOLDER = f'LR_bicubic_x{SCALE}'
 
 

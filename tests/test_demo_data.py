@@ -43,11 +43,11 @@ def test_lr_is_matlab_bicubic_of_hr(demo_data):
 def test_split_is_disjoint_and_sizes_fit_the_scale(demo_data):
     train = set(os.listdir(os.path.join(demo_data, 'train', 'HR')))
     val = set(os.listdir(os.path.join(demo_data, 'val', 'HR')))
-    assert len(train) == 14 and len(val) == 3 and not train & val
+    assert len(train) == 12 and len(val) == 3 and not train & val
     for name in train:
         hr = cv2.imread(os.path.join(demo_data, 'train', 'HR', name))
         lr = cv2.imread(os.path.join(demo_data, 'train', 'LR_bicubic_x4', name))
-        assert max(hr.shape[:2]) <= 256 and hr.shape[0] == 4 * lr.shape[0] and hr.shape[1] == 4 * lr.shape[1]
+        assert max(hr.shape[:2]) <= 256 and min(hr.shape[:2]) >= 128 and hr.shape[0] == 4 * lr.shape[0] and hr.shape[1] == 4 * lr.shape[1]
 
 
 def test_rerun_is_a_no_op_and_a_different_set_is_refused(demo_data, tmp_path):

@@ -1,0 +1,292 @@
+"""EA-Adam (Sun et al., TIP 2024, https://arxiv.org/abs/2312.15408): a population of SR generators, each trained by
+Adam on its own preference between distortion (L1) and perception (perceptual + GAN), recombined every ``interval``
+iterations by MOEA/D in weight space so the population spreads along the perception-distortion front.
+
+Options (beside BasicSR's usual keys)::
+
+    train:
+      population_size: 5
+      optim_g: {type: EAAdam, lr: 1e-4, frozen: [0], seed: 0, ...}   # see basicsr_ea.optim.ea_adam
+      optim_d: {type: Adam, lr: 1e-4}
+      pixel_opt / perceptual_opt / gan_opt       # BasicSR losses; L1 is the distortion side, the rest perception
+      relativistic_gan: true                     # ESRGAN's relativistic average GAN (false: vanilla, SRGAN)
+      ea: {interval, generations, batch_size, objectives: [{type: l1}, {type: perceptual}], fitness: {...}}
+"""
+import logging
+import os
+from collections import OrderedDict
+
+import torch
+import torch.distributed as dist
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.metrics import calculate_metric
+from basicsr.models.base_model import BaseModel
+from basicsr.utils import get_root_logger, tensor2img
+from basicsr.utils.registry import MODEL_REGISTRY
+from torch import nn
+
+from basicsr_ea.compat import set_vgg_weights_path
+from basicsr_ea.models.ea_report import normalized_hypervolumes, objectives_table, save_front_plot
+from basicsr_ea.models.fitness import FitnessEvaluator, build_objective, load_fitness_patches
+from basicsr_ea.optim import build_optimizer
+from basicsr_ea.optim.ea_adam import EAAdam
+
+EA_OPTION_TYPES = {'interval': int, 'generations': int, 'batch_size': int, 'objectives': list, 'fitness': dict}
+
+
+def check_ea_options(ea_opt):
+    """Unknown keys or wrong types in ``train.ea`` are errors: a typo must not silently fall back to a default."""
+    for key, value in ea_opt.items():
+        if key not in EA_OPTION_TYPES:
+            raise ValueError(f'unknown option train.ea.{key}; known: {sorted(EA_OPTION_TYPES)}')
+        if not isinstance(value, EA_OPTION_TYPES[key]):
+            raise TypeError(f'train.ea.{key} must be {EA_OPTION_TYPES[key].__name__}, got {value!r}')
+    for key in ('interval', 'objectives', 'fitness'):
+        if key not in ea_opt:
+            raise ValueError(f'train.ea.{key} is required')
+
+
+def broadcast_from_rank0(module):
+    """Ranks seed their RNGs differently (BasicSR adds the rank): start every rank from rank 0's weights."""
+    if dist.is_initialized():
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
+def check_identical_across_ranks(nets):
+    """Raise if the ranks' populations differ (they must, after identical EA decisions); returns the world size."""
+    checksums = torch.stack([torch.cat([p.detach().double().reshape(-1) for p in net.parameters()]).sum()
+                             for net in nets])
+    gathered = [torch.empty_like(checksums) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, checksums)
+    if any(not torch.equal(gathered[0], other) for other in gathered[1:]):
+        raise RuntimeError(f'the population differs between ranks after the EA phase: {gathered}')
+    return len(gathered)
+
+
+def average_across_ranks(tensors):
+    """Mean of each tensor over the processes, in place: the gradients of one global batch."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        dist.all_reduce(flat)
+        flat /= dist.get_world_size()
+        for tensor, chunk in zip(tensors, flat.split([t.numel() for t in tensors])):
+            tensor.copy_(chunk.view_as(tensor))
+    return tensors
+
+
+@MODEL_REGISTRY.register()
+class EAAdamModel(BaseModel):
+    """P generators of any registered arch (``network_g``), one discriminator each (``network_d``)."""
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.population_size = opt['train'].get('population_size', 5) if self.is_train else opt['population_size']
+        if self.population_size < 2:
+            raise ValueError(f'EA-Adam needs a population of at least 2, got population_size={self.population_size}')
+        self.net_g = nn.ModuleList(build_network(opt['network_g']) for _ in range(self.population_size)).to(self.device)
+        self.print_network(self.net_g[0])
+        if not opt['path'].get('resume_state'):
+            self._load_population(opt['path'].get('pretrain_network_g'))
+        broadcast_from_rank0(self.net_g)
+        if self.is_train:
+            self.init_training_settings()
+
+    def _load_population(self, path):
+        """One PSNR-oriented checkpoint for all individuals (the paper's start), or one per individual: a path with
+        ``{i}`` in it (e.g. ``experiments/X/models/net_g_{i}_latest.pth``)."""
+        if path is None:
+            return
+        strict = self.opt['path'].get('strict_load_g', True)
+        for i, net in enumerate(self.net_g):
+            individual_path = path.format(i=i)
+            if not os.path.isfile(individual_path):
+                raise FileNotFoundError(f'generator checkpoint for individual {i} not found: {individual_path}')
+            self.load_network(net, individual_path, strict, self.opt['path'].get('param_key_g', 'params'))
+
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        if self.opt['path'].get('pretrain_vgg'):
+            set_vgg_weights_path(self.opt['path']['pretrain_vgg'])
+        self.net_d = nn.ModuleList(build_network(self.opt['network_d'])
+                                   for _ in range(self.population_size)).to(self.device)
+        broadcast_from_rank0(self.net_d)
+        self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device)
+        self.cri_perceptual = build_loss(train_opt['perceptual_opt']).to(self.device) \
+            if train_opt.get('perceptual_opt') else None
+        self.cri_gan = build_loss(train_opt['gan_opt']).to(self.device) if train_opt.get('gan_opt') else None
+        if self.cri_perceptual is None and self.cri_gan is None:
+            raise ValueError('EA-Adam needs a perception side: train.perceptual_opt and/or train.gan_opt')
+        self.relativistic = train_opt.get('relativistic_gan', True)
+        self.g_params = [list(net.parameters()) for net in self.net_g]
+        self.optimizer_g = build_optimizer(train_opt['optim_g'], [{'params': p} for p in self.g_params])
+        if not isinstance(self.optimizer_g, EAAdam):
+            raise ValueError('train.optim_g must be an EA optimizer (type: EAAdam) over the population')
+        self.optimizer_d = build_optimizer(train_opt['optim_d'], [{'params': net.parameters()} for net in self.net_d])
+        self.optimizers = [self.optimizer_g, self.optimizer_d]
+        self.setup_schedulers()
+        self._init_ea(train_opt['ea'])
+        self.net_g.train()
+        self.net_d.train()
+
+    def _init_ea(self, ea_opt):
+        check_ea_options(ea_opt)
+        self.ea_opt = ea_opt
+        self.objective_names = [o['type'] for o in ea_opt['objectives']]
+        if len(self.objective_names) != self.optimizer_g.ref_dirs.shape[1]:
+            raise ValueError(f'{len(self.objective_names)} EA objectives for preferences over '
+                             f'{self.optimizer_g.ref_dirs.shape[1]}')
+        self.objectives = [build_objective(o, self.cri_perceptual) for o in ea_opt['objectives']]
+        self.fitness_lq, self.fitness_gt = load_fitness_patches(ea_opt['fitness'], self.opt['scale'])
+        if self.fitness_lq.shape[0] < self.population_size:
+            raise ValueError(f'EA fitness set has {self.fitness_lq.shape[0]} patches, fewer than the population '
+                             f'({self.population_size}): add images or lower patch_size')
+        self.scratch_net = build_network(self.opt['network_g']).to(self.device).eval()
+        self.hypervolume = None
+        self.ea_dir = os.path.join(self.opt['path']['experiments_root'], 'ea')
+        os.makedirs(self.ea_dir, exist_ok=True)
+
+    def feed_data(self, data):
+        self.lq = data['lq'].to(self.device)
+        if 'gt' in data:
+            self.gt = data['gt'].to(self.device)
+
+    def _generator_gan_loss(self, net_d, sr):
+        fake_pred = net_d(sr)
+        if not self.relativistic:
+            return self.cri_gan(fake_pred, True, is_disc=False)
+        real_pred = net_d(self.gt).detach()
+        return (self.cri_gan(real_pred - fake_pred.mean(), False, is_disc=False) +
+                self.cri_gan(fake_pred - real_pred.mean(), True, is_disc=False)) / 2
+
+    def _discriminator_losses(self, net_d, sr):
+        """ESRGAN's discriminator update (accumulates into net_d's grads); returns the logged losses."""
+        real_pred, fake_pred = net_d(self.gt), net_d(sr)
+        if self.relativistic:
+            l_d_real = self.cri_gan(real_pred - fake_pred.detach().mean(), True, is_disc=True) * 0.5
+            l_d_fake = self.cri_gan(fake_pred - real_pred.detach().mean(), False, is_disc=True) * 0.5
+        else:
+            l_d_real = self.cri_gan(real_pred, True, is_disc=True)
+            l_d_fake = self.cri_gan(fake_pred, False, is_disc=True)
+        (l_d_real + l_d_fake).backward()
+        return {'l_d_real': l_d_real, 'l_d_fake': l_d_fake}
+
+    def _optimize_individual(self, i):
+        """Per-objective gradients of individual i, normalised and mixed by its preference; False if non-finite."""
+        net_d = self.net_d[i]
+        net_d.requires_grad_(False)
+        sr = self.net_g[i](self.lq)
+        losses = {'l_pix': self.cri_pix(sr, self.gt)}
+        if self.cri_perceptual is not None:
+            losses['l_percep'] = self.cri_perceptual(sr, self.gt)[0]
+        if self.cri_gan is not None:
+            losses['l_g_gan'] = self._generator_gan_loss(net_d, sr)
+        l_perception = sum(v for k, v in losses.items() if k != 'l_pix')
+        finite = torch.isfinite(torch.stack([losses['l_pix'], l_perception])).all()
+        if finite:
+            grads_d = torch.autograd.grad(losses['l_pix'], self.g_params[i], retain_graph=True)
+            grads_p = torch.autograd.grad(l_perception, self.g_params[i])
+            finite = self.optimizer_g.set_mixed_gradients(i, [average_across_ranks(list(grads_d)),
+                                                              average_across_ranks(list(grads_p))])
+        if self.cri_gan is not None:
+            net_d.requires_grad_(True)
+            losses.update(self._discriminator_losses(net_d, sr.detach()))
+        return losses, bool(finite)
+
+    def optimize_parameters(self, current_iter):
+        self.optimizer_g.zero_grad(set_to_none=True)
+        self.optimizer_d.zero_grad(set_to_none=True)
+        loss_dict = OrderedDict()
+        for i in range(self.population_size):
+            if i in self.optimizer_g.frozen:
+                continue
+            losses, finite = self._optimize_individual(i)
+            if not finite:
+                get_root_logger().warning(f'iter {current_iter}: individual {i} has a non-finite loss or gradient '
+                                          '(skipped: it keeps its last good weights)')
+            loss_dict.update((f'{k}_{i}', v.detach()) for k, v in losses.items())
+        self.optimizer_g.step()
+        if self.cri_gan is not None:
+            average_across_ranks([p.grad for p in self.net_d.parameters() if p.grad is not None])
+            self.optimizer_d.step()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if current_iter % self.ea_opt['interval'] == 0:
+            self.run_ea_phase(current_iter)
+        if self.hypervolume is not None:
+            self.log_dict['ea_hypervolume'] = self.hypervolume
+
+    def run_ea_phase(self, current_iter):
+        """MOEA/D in weight space; writes the objectives table, hypervolumes and the front plot of this phase."""
+        evaluator = FitnessEvaluator(self.objectives, self.fitness_lq, self.fitness_gt, self.scratch_net,
+                                     self.ea_opt.get('batch_size', 16))
+        report = self.optimizer_g.evolve(evaluator, self.ea_opt.get('generations', 200))
+        signs = evaluator.signs
+        table = objectives_table(self.objective_names, report['objectives_before'], report['objectives'], signs)
+        lines = [f'EA phase at iter {current_iter}: {report["generations"]} generations, '
+                 f'{report["replacements"]} replacements', table]
+        if len(self.objective_names) == 2:
+            hv_before, hv_after = normalized_hypervolumes(report['objectives_before'], report['objectives'])
+            lines.append(f'hypervolume (normalised, ref 1.1): before {hv_before:.4f}, after {hv_after:.4f}')
+        if dist.is_initialized():
+            lines.append(f'population identical on all {check_identical_across_ranks(self.net_g)} ranks')
+        self.last_ea_report = dict(report, table=table)
+        if len(self.objective_names) == 2:
+            self.hypervolume = hv_after
+        get_root_logger().info('\n'.join(lines))
+        if self.opt['rank'] != 0:
+            return
+        with open(os.path.join(self.ea_dir, f'objectives_{current_iter}.md'), 'w') as f:
+            f.write('\n\n'.join(lines) + '\n')
+        if len(self.objective_names) == 2:
+            save_front_plot(os.path.join(self.ea_dir, f'front_{current_iter}.png'), self.objective_names,
+                            report['objectives_before'], report['objectives'], signs, f'EA phase, iter {current_iter}')
+
+    def save(self, epoch, current_iter):
+        for i in range(self.population_size):
+            self.save_network(self.net_g[i], f'net_g_{i}', current_iter)
+            self.save_network(self.net_d[i], f'net_d_{i}', current_iter)
+        self.save_training_state(epoch, current_iter)
+
+    def resume_training(self, resume_state):
+        """Population weights from ``net_g_{i}_{iter}.pth``; optimizers (EA state included) and schedulers after."""
+        models, it = self.opt['path']['models'], resume_state['iter']
+        extra = os.path.join(models, f'net_g_{self.population_size}_{it}.pth')
+        if os.path.exists(extra):
+            raise ValueError(f'the checkpoint at iter {it} holds more individuals than population_size='
+                             f'{self.population_size} ({extra} exists)')
+        for label, nets in (('g', self.net_g), ('d', self.net_d)):
+            for i, net in enumerate(nets):
+                path = os.path.join(models, f'net_{label}_{i}_{it}.pth')
+                if not os.path.isfile(path):
+                    raise FileNotFoundError(f'resume: {path} is missing (population_size={self.population_size})')
+                self.load_network(net, path, strict=True)
+        super().resume_training(resume_state)
+
+    def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        if self.opt['rank'] == 0:
+            self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
+
+    @torch.no_grad()
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        """Every individual's metrics on the validation set, logged as ``<metric>_<i>``."""
+        dataset_name = dataloader.dataset.opt['name']
+        metrics_opt = self.opt['val'].get('metrics') or {}
+        results = {f'{name}_{i}': 0.0 for name in metrics_opt for i in range(self.population_size)}
+        self.net_g.eval()
+        for data in dataloader:
+            self.feed_data(data)
+            gt_img = tensor2img(self.gt) if 'gt' in data else None
+            for i, net in enumerate(self.net_g):
+                sr_img = tensor2img(net(self.lq))
+                for name, metric_opt in metrics_opt.items():
+                    results[f'{name}_{i}'] += calculate_metric({'img': sr_img, 'img2': gt_img}, metric_opt)
+        self.net_g.train()
+        lines = [f'Validation {dataset_name}']
+        for key, total in results.items():
+            value = total / len(dataloader)
+            lines.append(f'\t # {key}: {value:.4f}')
+            if tb_logger:
+                tb_logger.add_scalar(f'metrics/{dataset_name}/{key}', value, current_iter)
+        self.val_results = {k: v / len(dataloader) for k, v in results.items()}
+        get_root_logger().log(logging.INFO, '\n'.join(lines))

@@ -1,0 +1,44 @@
+"""What a user sees after an EA phase: the objectives table, the front's hypervolume and a plot of the front."""
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from basicsr_ea.evolution import hypervolume_2d  # noqa: E402
+
+
+def normalized_hypervolumes(*fronts, margin=0.1):
+    """Hypervolume of each ``[P, 2]`` front (minimisation) after scaling all of them together to [0, 1] by their
+    joint ideal and nadir, with the reference point ``1 + margin``: comparable across the fronts given together."""
+    stacked = torch.cat(fronts)
+    ideal, nadir = stacked.amin(0), stacked.amax(0)
+    scale = (nadir - ideal).clamp_min(1e-12)
+    return [hypervolume_2d((front - ideal) / scale, (1 + margin, 1 + margin)) for front in fronts]
+
+
+def objectives_table(names, before, after, signs):
+    """Markdown table of every individual's objectives before and after the phase, in the metrics' own units."""
+    header = '| individual | ' + ' | '.join(f'{n} before | {n} after' for n in names) + ' |'
+    rows = [header, '|' + '---|' * (1 + 2 * len(names))]
+    for i, (row_before, row_after) in enumerate(zip(before * signs, after * signs)):
+        cells = ' | '.join(f'{b:.4f} | {a:.4f}' for b, a in zip(row_before.tolist(), row_after.tolist()))
+        rows.append(f'| {i} | {cells} |')
+    return '\n'.join(rows)
+
+
+def save_front_plot(path, names, before, after, signs, title):
+    """Scatter of the population before and after the phase in the objectives' own units, one point per individual."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for front, label, marker in ((before * signs, 'before EA', 'o'), (after * signs, 'after EA', 's')):
+        order = front[:, 0].argsort()
+        ax.plot(front[order, 0], front[order, 1], marker=marker, label=label)
+        for i, (x, y) in enumerate(front.tolist()):
+            ax.annotate(str(i), (x, y), textcoords='offset points', xytext=(3, 3), fontsize=7)
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

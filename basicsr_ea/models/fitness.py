@@ -1,0 +1,166 @@
+"""Fitness of a generator in EA-Adam's evolutionary phase: objectives measured on a fixed set of patches.
+
+Objectives are named in the options with their direction (``l1``, ``perceptual``, ``psnr``, ``ssim``, ``niqe``); none
+needs a gradient. The ground-truth side of every objective (the GT itself, its VGG features, its Y channel) is
+prepared once per EA phase and reused for every child, which is where the EA phase's time goes otherwise.
+"""
+import os
+
+import torch
+import torch.distributed as dist
+from basicsr.data.data_util import paired_paths_from_folder, paired_paths_from_lmdb
+from basicsr.metrics import calculate_niqe
+from basicsr.metrics.psnr_ssim import calculate_psnr_pt, calculate_ssim_pt
+from basicsr.utils import FileClient, imfrombytes, img2tensor, tensor2img
+
+
+class L1Objective:
+    """Mean absolute error against the GT: the paper's distortion objective."""
+    minimize = True
+
+    def prepare(self, gt):
+        return gt
+
+    def __call__(self, sr, gt):
+        return (sr - gt).abs().mean(dim=(1, 2, 3))
+
+
+class PerceptualObjective:
+    """BasicSR's perceptual loss (VGG features), the paper's perception objective; GT features computed once."""
+    minimize = True
+
+    def __init__(self, perceptual_loss):
+        self.loss = perceptual_loss
+
+    def prepare(self, gt):
+        return self.loss.vgg(gt)
+
+    def __call__(self, sr, gt_features):
+        sr_features = self.loss.vgg(sr)
+        per_patch = sum((sr_features[k] - gt_features[k]).abs().mean(dim=(1, 2, 3)) * weight
+                        for k, weight in self.loss.layer_weights.items())
+        return per_patch * self.loss.perceptual_weight
+
+
+class PSNRObjective:
+    """PSNR (higher is better) with BasicSR's own tensor implementation."""
+    minimize = False
+    metric = staticmethod(calculate_psnr_pt)
+
+    def __init__(self, crop_border=0, test_y_channel=True):
+        self.crop_border, self.test_y_channel = crop_border, test_y_channel
+
+    def prepare(self, gt):
+        return gt
+
+    def __call__(self, sr, gt):
+        return self.metric(sr.clamp(0, 1), gt, self.crop_border, test_y_channel=self.test_y_channel)
+
+
+class SSIMObjective(PSNRObjective):
+    metric = staticmethod(calculate_ssim_pt)
+
+
+class NIQEObjective:
+    """No-reference NIQE (lower is better); BasicSR's implementation needs patches of at least 192x96."""
+    minimize = True
+
+    def __init__(self, crop_border=0):
+        self.crop_border = crop_border
+
+    def prepare(self, gt):
+        h, w = gt.shape[-2:]
+        if min(h, w) < 96 or max(h, w) < 192:
+            raise ValueError(f'NIQE needs fitness patches of at least 192x96 px, got {h}x{w}: raise patch_size')
+        return None
+
+    def __call__(self, sr, _):
+        return torch.tensor([calculate_niqe(tensor2img(img), self.crop_border) for img in sr], dtype=torch.float64)
+
+
+OBJECTIVES = {'l1': L1Objective, 'perceptual': PerceptualObjective, 'psnr': PSNRObjective, 'ssim': SSIMObjective,
+              'niqe': NIQEObjective}
+
+
+def build_objective(opt, perceptual_loss=None):
+    """An objective from ``{type: name, **kwargs}``; ``perceptual`` reuses the model's perceptual loss."""
+    opt = dict(opt)
+    name = opt.pop('type')
+    if name not in OBJECTIVES:
+        raise ValueError(f'unknown EA objective {name!r}; known: {sorted(OBJECTIVES)}')
+    if name == 'perceptual':
+        if perceptual_loss is None:
+            raise ValueError('the perceptual EA objective needs train.perceptual_opt (and local VGG weights)')
+        return PerceptualObjective(perceptual_loss, **opt)
+    return OBJECTIVES[name](**opt)
+
+
+def load_fitness_patches(opt, scale):
+    """LQ/GT patch pairs ``([N,3,h,w], [N,3,H,W])`` in [0, 1] from the first ``num_images`` pairs (sorted by name) of
+    ``dataroot_gt``/``dataroot_lq`` (folders or LMDB), cut on a grid of ``patch_size`` GT pixels, at most
+    ``max_patches_per_image`` each: a fixed set, the same on every run and every rank."""
+    for key in ('dataroot_gt', 'dataroot_lq'):
+        if not os.path.exists(opt[key]):
+            raise FileNotFoundError(f'EA fitness set: {key} {opt[key]} does not exist')
+    backend = dict(opt.get('io_backend', {'type': 'disk'}))
+    folders, keys = [opt['dataroot_lq'], opt['dataroot_gt']], ['lq', 'gt']
+    if backend['type'] == 'lmdb':
+        backend.update(db_paths=folders, client_keys=keys)
+        pairs = paired_paths_from_lmdb(folders, keys)
+    else:
+        pairs = paired_paths_from_folder(folders, keys, opt.get('filename_tmpl', '{}'))
+    pairs = sorted(pairs, key=lambda pair: pair['gt_path'])[:opt.get('num_images', 16)]
+    if not pairs:
+        raise ValueError(f'EA fitness set {opt["dataroot_gt"]} holds no images')
+    client = FileClient(backend.pop('type'), **backend)
+    size, limit = opt.get('patch_size', 128), opt.get('max_patches_per_image', 50)
+    lq_patches, gt_patches = [], []
+    for pair in pairs:
+        gt = imfrombytes(client.get(pair['gt_path'], 'gt'), float32=True)
+        lq = imfrombytes(client.get(pair['lq_path'], 'lq'), float32=True)
+        if gt.shape[0] != lq.shape[0] * scale or gt.shape[1] != lq.shape[1] * scale:
+            raise ValueError(f'EA fitness pair {pair["gt_path"]}: GT {gt.shape[:2]} is not x{scale} of LQ {lq.shape[:2]}')
+        corners = [(top, left) for top in range(0, gt.shape[0] - size + 1, size)
+                   for left in range(0, gt.shape[1] - size + 1, size)][:limit]
+        for top, left in corners:
+            gt_patches.append(gt[top:top + size, left:left + size])
+            lq_patches.append(lq[top // scale:(top + size) // scale, left // scale:(left + size) // scale])
+    if not gt_patches:
+        raise ValueError(f'EA fitness set {opt["dataroot_gt"]}: no image is at least {size} px a side')
+    return (torch.stack(img2tensor(lq_patches, bgr2rgb=True, float32=True)),
+            torch.stack(img2tensor(gt_patches, bgr2rgb=True, float32=True)))
+
+
+class FitnessEvaluator:
+    """Evaluates a generator's weights on the fitness set: objectives to minimise, averaged over the patches.
+
+    Under distributed training each rank evaluates its share of the patches and the sums are all-reduced, so every
+    rank gets the same values and takes the same EA decisions, in less time.
+    """
+
+    def __init__(self, objectives, lq, gt, scratch_net, batch_size=16):
+        self.objectives, self.net, self.batch_size = objectives, scratch_net, batch_size
+        self.signs = torch.tensor([1.0 if o.minimize else -1.0 for o in objectives], dtype=torch.float64)
+        self.num_patches = lq.shape[0]
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        self.device = device = next(scratch_net.parameters()).device
+        self.lq = lq[rank::world].to(device)
+        self.targets = []
+        with torch.no_grad():
+            for start in range(0, self.lq.shape[0], batch_size):
+                gt_batch = gt[rank::world][start:start + batch_size].to(device)
+                self.targets.append([objective.prepare(gt_batch) for objective in objectives])
+
+    @torch.no_grad()
+    def __call__(self, genome):
+        """``genome``: tensors aligned with ``scratch_net.parameters()``. Returns ``[n_obj]`` float64, minimisation."""
+        torch._foreach_copy_(list(self.net.parameters()), genome)
+        self.net.eval()
+        sums = torch.zeros(len(self.objectives), dtype=torch.float64, device=self.device)
+        for start, targets in zip(range(0, self.lq.shape[0], self.batch_size), self.targets):
+            sr = self.net(self.lq[start:start + self.batch_size])
+            for k, (objective, target) in enumerate(zip(self.objectives, targets)):
+                sums[k] += objective(sr, target).to(sums).sum()
+        if dist.is_initialized():
+            dist.all_reduce(sums)
+        return self.signs * sums.cpu() / self.num_patches

@@ -1,0 +1,192 @@
+"""EAAdamModel: population training, the EA phase and its reports, errors, exact resume, and 2 processes."""
+import copy
+import os
+
+import pytest
+import torch
+from basicsr.models import build_model
+from helpers import REPO_ROOT, load_options, logged_values, point_at_demo_data, run_train
+
+EA_DEMO_OPTIONS = os.path.join(REPO_ROOT, 'options', 'train_EAAdam_demo.yml')
+
+
+def tiny_ea_options(name, data_root, total_iter=8, population_size=3):
+    """The demo config shrunk: 3 individuals from scratch, batch 2, a 2-generation EA phase every 4 iterations on
+    four 64 px fitness patches, L1 and PSNR as objectives (NIQE is slow and needs 192 px patches)."""
+    opt = point_at_demo_data(load_options(EA_DEMO_OPTIONS), data_root)
+    opt['name'] = name
+    opt['path']['pretrain_network_g'] = None
+    opt['datasets']['train']['batch_size_per_gpu'] = 2
+    opt['network_d']['num_feat'] = 8
+    train = opt['train']
+    train.update(population_size=population_size, total_iter=total_iter)
+    train['optim_g']['lr'] = 1e-3
+    train['ea'].update(interval=4, generations=2, objectives=[{'type': 'l1'}, {'type': 'psnr', 'crop_border': 4}])
+    train['ea']['fitness'].update(dataroot_gt=os.path.join(data_root, 'train', 'HR'),
+                                  dataroot_lq=os.path.join(data_root, 'train', 'LR_bicubic_x4'), num_images=2,
+                                  patch_size=64, max_patches_per_image=2)
+    opt['val'] = {'val_freq': total_iter, 'save_img': False,
+                  'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4, 'test_y_channel': True}}}
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=total_iter // 2, use_tb_logger=False)
+    return opt
+
+
+def in_process(opt, tmp_path):
+    """The options as BasicSR's parse_options leaves them, for building the model in this process."""
+    opt = copy.deepcopy(opt)
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=0, auto_resume=False)
+    opt['path'].update(experiments_root=str(tmp_path), models=str(tmp_path / 'models'))
+    return opt
+
+
+@pytest.fixture
+def ea_opt(demo_data, tmp_path):
+    return in_process(tiny_ea_options('unit', demo_data), tmp_path)
+
+
+def batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {'lq': torch.rand(2, 3, 32, 32, generator=g), 'gt': torch.rand(2, 3, 128, 128, generator=g)}
+
+
+def snapshot(model):
+    return [[p.detach().clone() for p in net.parameters()] for net in model.net_g]
+
+
+def test_adam_phase_moves_every_individual_but_the_frozen_one(ea_opt):
+    model = build_model(ea_opt)
+    before = snapshot(model)
+    model.feed_data(batch())
+    model.optimize_parameters(current_iter=1)
+    after = snapshot(model)
+    assert all(torch.equal(a, b) for a, b in zip(before[0], after[0]))
+    for i in (1, 2):
+        assert any(not torch.equal(a, b) for a, b in zip(before[i], after[i]))
+    assert {f'l_pix_{i}' for i in (1, 2)} <= set(model.log_dict) and 'l_pix_0' not in model.log_dict
+    assert all(torch.isfinite(torch.tensor(v)) for v in model.log_dict.values())
+
+
+def test_preferences_steer_individuals_towards_their_objective(ea_opt):
+    """Individual 1 (w = 0.5/0.5) and 2 (pure perception) get different updates from the same batch."""
+    ea_opt['train']['optim_g']['frozen'] = []
+    model = build_model(ea_opt)
+    model.net_g[2].load_state_dict(model.net_g[1].state_dict())
+    model.feed_data(batch())
+    model.optimize_parameters(current_iter=1)
+    assert any(not torch.equal(a, b) for a, b in zip(model.net_g[1].parameters(), model.net_g[2].parameters()))
+
+
+def test_ea_phase_writes_table_plot_and_keeps_frozen_anchor(ea_opt):
+    model = build_model(ea_opt)
+    anchor = snapshot(model)[0]
+    model.feed_data(batch())
+    model.optimize_parameters(current_iter=4)  # interval 4: the EA phase runs after this step
+    report = model.last_ea_report
+    assert report['objectives'].shape == (3, 2) and report['generations'] == 2
+    assert all(torch.equal(a, b) for a, b in zip(anchor, model.net_g[0].parameters()))
+    assert model.optimizer_g.state == {}  # Adam moments reset after the weights moved
+    ea_dir = os.path.join(ea_opt['path']['experiments_root'], 'ea')
+    assert sorted(os.listdir(ea_dir)) == ['front_4.png', 'objectives_4.md']
+    with open(os.path.join(ea_dir, 'objectives_4.md')) as f:
+        table = f.read()
+    assert '| individual | l1 before | l1 after | psnr before | psnr after |' in table and 'hypervolume' in table
+    psnr_after = -report['objectives'][:, 1]
+    assert ((psnr_after > 5) & (psnr_after < 50)).all()  # reported in dB, as the metric's own direction
+    assert 0 < model.log_dict['ea_hypervolume'] <= 1.21 + 1e-9  # normalised, ref point (1.1, 1.1)
+
+
+def test_fitness_ground_truth_side_is_prepared_once_per_phase(ea_opt, monkeypatch):
+    from basicsr_ea.models import fitness
+    calls = []
+    original = fitness.L1Objective.prepare
+    monkeypatch.setattr(fitness.L1Objective, 'prepare', lambda self, gt: calls.append(1) or original(self, gt))
+    model = build_model(ea_opt)
+    model.feed_data(batch())
+    model.optimize_parameters(current_iter=4)
+    n_batches = -(-model.fitness_lq.shape[0] // ea_opt['train']['ea']['batch_size'])
+    assert len(calls) == n_batches
+
+
+def test_non_finite_loss_skips_only_that_individual(ea_opt, caplog):
+    model = build_model(ea_opt)
+    before = snapshot(model)
+    broken = model.net_g[2]
+    original_forward = broken.forward
+    broken.forward = lambda x: original_forward(x) * float('nan')
+    model.feed_data(batch())
+    model.optimize_parameters(current_iter=1)
+    after = snapshot(model)
+    assert all(torch.equal(a, b) for a, b in zip(before[2], after[2]))
+    assert any(not torch.equal(a, b) for a, b in zip(before[1], after[1]))
+    assert all(torch.isfinite(p).all() for net in after for p in net)
+    assert 'individual 2 has a non-finite loss' in caplog.text
+
+
+@pytest.mark.parametrize('change, error, message', [
+    (lambda o: o['train'].update(population_size=1), ValueError, 'at least 2'),
+    (lambda o: o['train']['optim_g'].update(ref_dirs=[[1.0, 0.0], [0.0, 1.0]]), ValueError, 'one row per individual'),
+    (lambda o: o['train']['ea']['fitness'].update(dataroot_gt='/no/such/folder'), FileNotFoundError, '/no/such'),
+    (lambda o: o['train']['ea']['fitness'].update(patch_size=4096), ValueError, 'no image is at least 4096'),
+    (lambda o: o['train']['ea']['fitness'].update(max_patches_per_image=1, num_images=2), ValueError,
+     'fewer than the population'),
+    (lambda o: o['train']['ea']['objectives'].__setitem__(1, {'type': 'fid'}), ValueError, "unknown EA objective 'fid'"),
+    (lambda o: o['train']['ea'].update(intervall=3), ValueError, 'unknown option train.ea.intervall'),
+    (lambda o: o['train']['ea'].update(interval='often'), TypeError, 'train.ea.interval must be int'),
+    (lambda o: o['train'].update(optim_g={'type': 'Adam', 'lr': 1e-4}), ValueError, 'type: EAAdam'),
+])
+def test_bad_options_are_clear_errors(ea_opt, change, error, message):
+    change(ea_opt)
+    with pytest.raises(error, match=message):
+        build_model(ea_opt)
+
+
+def test_empty_fitness_folder_is_an_error(ea_opt, tmp_path):
+    for sub in ('gt', 'lq'):
+        (tmp_path / sub).mkdir()
+    ea_opt['train']['ea']['fitness'].update(dataroot_gt=str(tmp_path / 'gt'), dataroot_lq=str(tmp_path / 'lq'))
+    with pytest.raises(ValueError, match='holds no images'):
+        build_model(ea_opt)
+
+
+def test_end_to_end_saves_population_and_validates_each_individual(demo_data, experiment_name, tmp_path):
+    exp_dir, output = run_train(tiny_ea_options(experiment_name, demo_data), tmp_path)
+    models = sorted(os.listdir(os.path.join(exp_dir, 'models')))
+    for i in range(3):
+        assert {f'net_g_{i}_4.pth', f'net_g_{i}_8.pth', f'net_g_{i}_latest.pth', f'net_d_{i}_8.pth'} <= set(models)
+    assert sorted(os.listdir(os.path.join(exp_dir, 'ea'))) == ['front_4.png', 'front_8.png', 'objectives_4.md',
+                                                                'objectives_8.md']
+    for i in range(3):
+        assert 15 < logged_values(output, f'# psnr_{i}')[-1] < 40
+
+
+def test_auto_resume_after_a_stop_reproduces_the_uninterrupted_run(demo_data, experiment_name, tmp_path):
+    opt = tiny_ea_options(experiment_name, demo_data, total_iter=12)
+    opt['logger']['save_checkpoint_freq'] = 6  # the stop falls between two EA phases (iters 4, 8, 12)
+    exp_dir, _ = run_train(opt, tmp_path)
+    models = os.path.join(exp_dir, 'models')
+    uninterrupted = [torch.load(os.path.join(models, f'net_g_{i}_latest.pth'), weights_only=True) for i in range(3)]
+    for name in os.listdir(models):
+        if not name.endswith('_6.pth'):
+            os.remove(os.path.join(models, name))
+    os.remove(os.path.join(exp_dir, 'training_states', '12.state'))
+    _, output = run_train(opt, tmp_path, '--auto_resume')
+    assert 'iter: 6.' in output
+    for i in range(3):
+        resumed = torch.load(os.path.join(models, f'net_g_{i}_latest.pth'), weights_only=True)['params']
+        for key, value in uninterrupted[i]['params'].items():
+            assert torch.equal(value, resumed[key]), (i, key)
+
+
+def test_resume_with_another_population_size_is_refused(demo_data, experiment_name, tmp_path):
+    opt = tiny_ea_options(experiment_name, demo_data)
+    run_train(opt, tmp_path)
+    opt['train']['population_size'] = 2
+    opt['train']['optim_g']['n_neighbors'] = 2
+    _, output = run_train(opt, tmp_path, '--auto_resume', check=False)
+    assert 'holds more individuals than population_size=2' in output
+
+
+def test_two_processes_hold_identical_populations(demo_data, experiment_name, tmp_path):
+    opt = tiny_ea_options(experiment_name, demo_data)
+    _, output = run_train(opt, tmp_path, launcher=2, env={'OMP_NUM_THREADS': '1'})
+    assert output.count('population identical on all 2 ranks') == 2  # checked after each EA phase
