@@ -19,7 +19,7 @@ $(VENV)/.installed: setup.py
 	touch $@
 
 demo: venv
-	$(VENV)/bin/python scripts/run_demo.py
+	scripts/run_demo.sh $(VENV)/bin/python
 
 test: venv
 	$(VENV)/bin/python -m pytest -q tests

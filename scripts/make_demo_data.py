@@ -25,7 +25,7 @@ import numpy as np
 from skimage import data as skdata
 
 import basicsr_ea  # noqa: F401  (BasicSR needs the compatibility layer to import)
-from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+from basicsr_ea.data.lmdb_util import folder_to_lmdb
 from basicsr.utils.matlab_functions import imresize
 
 SCALE = 4
@@ -85,14 +85,6 @@ def manifest_of(files):
     return {'scale': SCALE, 'files': {path: hashlib.sha256(png).hexdigest() for path, png in sorted(files.items())}}
 
 
-def write_lmdb(folder):
-    """LMDB beside ``folder`` with BasicSR's own writer (keys = file stems, ``meta_info.txt`` included)."""
-    names = sorted(os.listdir(folder))
-    total = sum(os.path.getsize(os.path.join(folder, n)) for n in names)
-    make_lmdb_from_imgs(folder, f'{folder}.lmdb', names, [os.path.splitext(n)[0] for n in names],
-                        map_size=total * 10 + (1 << 20))
-
-
 def make_demo_data(root, force=False):
     """Create the set under ``root``; returns 'created' or 'up to date'. Refuses to replace a different set."""
     files = build_images()
@@ -115,7 +107,7 @@ def make_demo_data(root, force=False):
             f.write(png)
     for split in ('train', 'val'):
         for folder in ('HR', LR_FOLDER):
-            write_lmdb(os.path.join(root, split, folder))
+            folder_to_lmdb(os.path.join(root, split, folder))
     with open(manifest_path, 'w') as f:
         json.dump(manifest, f, indent=1)
     return 'created'
