@@ -190,3 +190,24 @@ def test_two_processes_hold_identical_populations(demo_data, experiment_name, tm
     opt = tiny_ea_options(experiment_name, demo_data)
     _, output = run_train(opt, tmp_path, launcher=2, env={'OMP_NUM_THREADS': '1'})
     assert output.count('population identical on all 2 ranks') == 2  # checked after each EA phase
+
+
+def test_discriminator_update_matches_basicsr_esrgan(ea_opt):
+    """One discriminator step of an individual equals BasicSR's ESRGANModel step from the same weights and batch."""
+    model = build_model(ea_opt)
+    esrgan_opt = copy.deepcopy(ea_opt)
+    esrgan_opt['model_type'] = 'ESRGANModel'
+    esrgan_opt['train'] = {key: ea_opt['train'][key] for key in ('pixel_opt', 'gan_opt', 'optim_d', 'scheduler')}
+    esrgan_opt['train']['optim_g'] = {'type': 'Adam', 'lr': 1e-4}
+    esrgan = build_model(esrgan_opt)
+    esrgan.net_g.load_state_dict(model.net_g[1].state_dict())
+    esrgan.net_d.load_state_dict(model.net_d[1].state_dict())
+    data = batch()
+    model.feed_data(data)
+    model.optimize_parameters(current_iter=1)
+    esrgan.feed_data(data)
+    esrgan.optimize_parameters(current_iter=1)
+    for ours, theirs in zip(model.net_d[1].parameters(), esrgan.net_d.parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert model.log_dict['l_d_real_1'] == pytest.approx(esrgan.log_dict['l_d_real'], rel=1e-5)
+    assert model.log_dict['l_g_gan_1'] == pytest.approx(esrgan.log_dict['l_g_gan'], rel=1e-5)

@@ -152,47 +152,46 @@ class EAAdamModel(BaseModel):
         if 'gt' in data:
             self.gt = data['gt'].to(self.device)
 
-    def _generator_gan_loss(self, net_d, sr):
-        fake_pred = net_d(sr)
-        if not self.relativistic:
-            return self.cri_gan(fake_pred, True, is_disc=False)
-        real_pred = net_d(self.gt).detach()
-        return (self.cri_gan(real_pred - fake_pred.mean(), False, is_disc=False) +
-                self.cri_gan(fake_pred - real_pred.mean(), True, is_disc=False)) / 2
-
-    def _discriminator_losses(self, net_d, sr):
-        """ESRGAN's discriminator update (accumulates into net_d's grads); returns the logged losses."""
-        real_pred, fake_pred = net_d(self.gt), net_d(sr)
+    def _gan_losses(self, real_pred, fake_pred):
+        """Generator and discriminator GAN losses from one pair of discriminator outputs (ESRGAN's relativistic
+        average GAN, or vanilla). The discriminator's weights do not change between the two updates, so the outputs
+        BasicSR's ESRGANModel computes twice are computed once here."""
         if self.relativistic:
-            l_d_real = self.cri_gan(real_pred - fake_pred.detach().mean(), True, is_disc=True) * 0.5
-            l_d_fake = self.cri_gan(fake_pred - real_pred.detach().mean(), False, is_disc=True) * 0.5
+            real_mean, fake_mean = real_pred.detach().mean(), fake_pred.detach().mean()
+            l_g_gan = (self.cri_gan(real_pred.detach() - fake_pred.mean(), False, is_disc=False) +
+                       self.cri_gan(fake_pred - real_mean, True, is_disc=False)) / 2
+            l_d_real = self.cri_gan(real_pred - fake_mean, True, is_disc=True) * 0.5
+            l_d_fake = self.cri_gan(fake_pred - real_mean, False, is_disc=True) * 0.5
         else:
+            l_g_gan = self.cri_gan(fake_pred, True, is_disc=False)
             l_d_real = self.cri_gan(real_pred, True, is_disc=True)
             l_d_fake = self.cri_gan(fake_pred, False, is_disc=True)
-        (l_d_real + l_d_fake).backward()
-        return {'l_d_real': l_d_real, 'l_d_fake': l_d_fake}
+        return l_g_gan, l_d_real, l_d_fake
 
     def _optimize_individual(self, i):
-        """Per-objective gradients of individual i, normalised and mixed by its preference; False if non-finite."""
-        net_d = self.net_d[i]
-        net_d.requires_grad_(False)
+        """Per-objective gradients of individual i, normalised and mixed by its preference, and its discriminator's
+        gradients; returns the losses and False (nothing written) if a loss or gradient is non-finite."""
         sr = self.net_g[i](self.lq)
         losses = {'l_pix': self.cri_pix(sr, self.gt)}
         if self.cri_perceptual is not None:
             losses['l_percep'] = self.cri_perceptual(sr, self.gt)[0]
         if self.cri_gan is not None:
-            losses['l_g_gan'] = self._generator_gan_loss(net_d, sr)
-        l_perception = sum(v for k, v in losses.items() if k != 'l_pix')
-        finite = torch.isfinite(torch.stack([losses['l_pix'], l_perception])).all()
-        if finite:
-            grads_d = torch.autograd.grad(losses['l_pix'], self.g_params[i], retain_graph=True)
-            grads_p = torch.autograd.grad(l_perception, self.g_params[i])
-            finite = self.optimizer_g.set_mixed_gradients(i, [average_across_ranks(list(grads_d)),
-                                                              average_across_ranks(list(grads_p))])
-        if self.cri_gan is not None:
-            net_d.requires_grad_(True)
-            losses.update(self._discriminator_losses(net_d, sr.detach()))
-        return losses, bool(finite)
+            losses['l_g_gan'], losses['l_d_real'], losses['l_d_fake'] = self._gan_losses(
+                self.net_d[i](self.gt), self.net_d[i](sr))
+        l_perception = sum(v for k, v in losses.items() if k in ('l_percep', 'l_g_gan'))
+        if not torch.isfinite(torch.stack(list(losses.values()))).all():
+            return losses, False
+        grads_d = torch.autograd.grad(losses['l_pix'], self.g_params[i], retain_graph=True)
+        grads_p = torch.autograd.grad(l_perception, self.g_params[i], retain_graph=self.cri_gan is not None)
+        finite = self.optimizer_g.set_mixed_gradients(i, [average_across_ranks(list(grads_d)),
+                                                          average_across_ranks(list(grads_p))])
+        if self.cri_gan is not None and finite:
+            d_params = list(self.net_d[i].parameters())
+            # Only the discriminator's weights are asked for: nothing flows back into the generator.
+            d_grads = torch.autograd.grad(losses['l_d_real'] + losses['l_d_fake'], d_params)
+            for p, grad in zip(d_params, average_across_ranks(list(d_grads))):
+                p.grad = grad
+        return losses, finite
 
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad(set_to_none=True)
@@ -208,7 +207,6 @@ class EAAdamModel(BaseModel):
             loss_dict.update((f'{k}_{i}', v.detach()) for k, v in losses.items())
         self.optimizer_g.step()
         if self.cri_gan is not None:
-            average_across_ranks([p.grad for p in self.net_d.parameters() if p.grad is not None])
             self.optimizer_d.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if current_iter % self.ea_opt['interval'] == 0:
