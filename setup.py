@@ -27,6 +27,8 @@ setup(
         'requests>=2.0',
         'matplotlib>=3.5',
         'tb-nightly',
+        'lpips>=0.1.4',          # ships LPIPS's linear layers; the AlexNet backbone is a local file
+        'dists-pytorch>=0.1',    # ships DISTS's alpha/beta; the VGG16 backbone is a local file
     ],
     extras_require={'test': ['pytest>=7']},
 )

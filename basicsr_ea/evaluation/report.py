@@ -1,0 +1,112 @@
+"""What an evaluation leaves in ``results/<name>/``: ``table.md`` (the papers' layout, best value per column in
+bold, each metric's exact settings below), ``table.csv`` (full precision) and ``pd_<dataset>.png``."""
+import csv
+import os
+import re
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+
+from basicsr_ea.evaluation.runner import AVERAGE  # noqa: E402
+
+PERCEPTION_TYPES = ('calculate_lpips', 'calculate_niqe')  # the plot's x axis: LPIPS where it has values, else NIQE
+
+
+def column_title(table, dataset, metric, arrows):
+    m = table.metrics[metric]
+    return f'{dataset} {m.title}' + (('↑' if m.better == 'higher' else '↓') if arrows else '')
+
+
+def best_values(table):
+    best = {}
+    for col in table.columns:
+        numbers = [table.cells[label][col] for label in table.labels if not isinstance(table.cells[label][col], str)]
+        if numbers:
+            best[col] = (max if table.metrics[col[1]].better == 'higher' else min)(numbers)
+    return best
+
+
+def markdown(table):
+    header = ['Model'] + [column_title(table, d, m, arrows=True) for d, m in table.columns]
+    lines = ['| ' + ' | '.join(header) + ' |', '|---|' + '---:|' * len(table.columns)]
+    best = best_values(table) if len(table.labels) > 1 else {}
+    for label in table.labels:
+        cells = [label]
+        for col in table.columns:
+            value = table.cells[label][col]
+            if isinstance(value, str):
+                cells.append(value)
+            else:
+                text = f'{value:.{table.metrics[col[1]].digits}f}'
+                cells.append(f'**{text}**' if value == best.get(col) else text)
+        lines.append('| ' + ' | '.join(cell.replace('|', '\\|') for cell in cells) + ' |')
+    settings = [f'- {m.title}: ' + ', '.join(f'{k}={v}' for k, v in m.opt.items()) for m in table.metrics.values()]
+    return f'# {table.name} (protocol {table.protocol})\n\n' + '\n'.join(lines + [''] + settings) + '\n'
+
+
+def write_tables(table, folder):
+    with open(os.path.join(folder, 'table.md'), 'w', encoding='utf-8') as f:
+        f.write(markdown(table))
+    with open(os.path.join(folder, 'table.csv'), 'w', newline='', encoding='utf-8') as f:
+        writer = csv.writer(f)
+        writer.writerow(['model'] + [column_title(table, d, m, arrows=False) for d, m in table.columns])
+        for label in table.labels:
+            writer.writerow([label] + [table.cells[label][col] for col in table.columns])
+
+
+def plotted_metric(table, dataset, types):
+    """The first metric of one of ``types`` (in that order) with a value for every model on ``dataset``."""
+    for metric_type in types:
+        for name, metric in table.metrics.items():
+            cells = [table.cells[label][(dataset, name)] for label in table.labels]
+            if metric.opt['type'] == metric_type and not any(isinstance(v, str) for v in cells):
+                return name
+    return None
+
+
+def save_pd_plot(path, table, dataset, distortion, perception):
+    """Every model as a labelled point (perception metric across, PSNR up); a population's rows joined in
+    preference order as its front."""
+    point = {label: (table.value(label, dataset, perception), table.value(label, dataset, distortion))
+             for label in table.labels}
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for front, labels in table.fronts.items():
+        ax.plot(*zip(*(point[label] for label in labels)), marker='o', label=front)
+    in_front = {label for labels in table.fronts.values() for label in labels}
+    singles = [label for label in table.labels if label not in in_front]
+    for k, label in enumerate(singles, start=len(table.fronts)):
+        ax.scatter(*point[label], marker='s', color=f'C{k % 10}', zorder=3, label=label)
+    coinciding = {}
+    for label, xy in point.items():
+        coinciding.setdefault(xy, []).append(label)
+    for xy, labels in coinciding.items():
+        ax.annotate(' = '.join(labels), xy, textcoords='offset points', xytext=(4, 4), fontsize=7)
+    p_metric, d_metric = table.metrics[perception], table.metrics[distortion]
+    ax.set_xlabel(f'{p_metric.title} ({p_metric.better} is better)')
+    ax.set_ylabel(f'{d_metric.title} (dB, {d_metric.better} is better)')
+    ax.set_title(f'{table.name}: {dataset}, perception-distortion')
+    ax.margins(0.2)  # room for the labels
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save_pd_plots(table, folder):
+    """One plot per dataset; a dataset without PSNR and LPIPS/NIQE values for every model gets the reason."""
+    plots, datasets = {}, dict.fromkeys(d for d, _ in table.columns)
+    if table.protocol == 'allinone':
+        datasets.pop(AVERAGE)
+    for dataset in datasets:
+        distortion = plotted_metric(table, dataset, ('calculate_psnr', ))
+        perception = plotted_metric(table, dataset, PERCEPTION_TYPES)
+        if distortion is None or perception is None:
+            plots[dataset] = 'n/a: no PSNR, or neither LPIPS nor NIQE, with a value for every model'
+            continue
+        path = os.path.join(folder, f'pd_{re.sub(r"[^A-Za-z0-9_.-]", "_", dataset)}.png')
+        save_pd_plot(path, table, dataset, distortion, perception)
+        plots[dataset] = (path, perception)
+    return plots
