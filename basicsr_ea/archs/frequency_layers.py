@@ -1,0 +1,162 @@
+"""Frequency splits and MEASNet's FD-MEE (frequency-decomposed multi-expert ensemble, arXiv 2407.19139).
+
+``apply_group_kernels`` / ``DynamicLowPass``: a learned, per-image low-pass filter whose residual is the high band.
+``fft_box_split``: the FFT box split of AdaIR's adaptive frequency learning block (used by ``aflb.py``).
+``FDMEE``: split the decoder feature, refine each band with its own multi-expert ensemble, fuse.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from basicsr_ea.archs.moe_layers import GlobalRouter, sparse_dispatch
+from basicsr_ea.archs.restormer_blocks import LayerNorm2d, conv1x1, conv3x3, pad_reflect
+
+
+def apply_group_kernels(x, kernels):
+    """Filter each image with its own k x k kernel per channel group (reflect padding keeps the size).
+
+    x: (B, C, H, W); kernels: (B, G, k*k) in row-major tap order, G dividing C. Written as k*k shifted sums
+    rather than an unfold, so memory stays at a few copies of x.
+    """
+    b, c, h, w = x.shape
+    groups, taps = kernels.shape[1:]
+    size = math.isqrt(taps)
+    pad = size // 2
+    padded = pad_reflect(x, (pad, ) * 4).reshape(b, groups, c // groups, h + 2 * pad, w + 2 * pad)
+    out = sum(kernels[:, :, t, None, None, None] * padded[..., t // size:t // size + h, t % size:t % size + w]
+              for t in range(taps))
+    return out.reshape(b, c, h, w)
+
+
+class DynamicLowPass(nn.Module):
+    """Learned dynamic low-pass split: GAP -> 1x1 conv -> per-image kernels for ``groups`` channel groups, each a
+    softmax over its taps (non-negative, summing to 1, so the filter keeps the mean). Returns (low, x - low).
+
+    The authors' filter also batch-normalises the pooled features; we leave that out because it couples the images
+    of a training batch and fails on a batch of one.
+    """
+
+    def __init__(self, dim, groups=8, kernel_size=3):
+        super().__init__()
+        if dim % groups:
+            raise ValueError(f'dim={dim} must be a multiple of groups={groups}')
+        self.groups, self.taps = groups, kernel_size**2
+        self.to_kernels = conv1x1(dim, groups * self.taps)
+        nn.init.kaiming_normal_(self.to_kernels.weight, mode='fan_out', nonlinearity='relu')
+
+    def kernels(self, x):
+        logits = self.to_kernels(x.mean(dim=(2, 3), keepdim=True))
+        return logits.reshape(x.shape[0], self.groups, self.taps).softmax(dim=-1)
+
+    def forward(self, x):
+        low = apply_group_kernels(x, self.kernels(x))
+        return low, x - low
+
+
+def fft_box_split(x, half_h, half_w):
+    """Split ``x`` (B, C, H, W) by a centred box of its spectrum: (|ifft(low box)|, |ifft(rest)|), as in AdaIR.
+
+    half_h, half_w: (B,) integer tensors; the box covers frequencies -half .. half-1 on each axis (AdaIR's layout
+    after shifting the spectrum so that the zero frequency sits at index size // 2).
+    """
+    h, w = x.shape[-2:]
+
+    def inside(size, half):
+        offsets = torch.arange(size, device=x.device) - size // 2
+        return (offsets >= -half[:, None]) & (offsets < half[:, None])
+
+    centred = inside(h, half_h)[:, :, None] & inside(w, half_w)[:, None, :]
+    mask = torch.roll(centred, shifts=(-(h // 2), -(w // 2)), dims=(1, 2))[:, None].to(x.dtype)
+    spectrum = torch.fft.fft2(x)
+    return torch.fft.ifft2(spectrum * mask).abs(), torch.fft.ifft2(spectrum * (1 - mask)).abs()
+
+
+class LowRankExpert(nn.Module):
+    """E(x, k) = W3 (W1 x * W2 k) with 1x1 convs through a rank-``rank`` bottleneck; input is cat([x, k], dim=1)."""
+
+    def __init__(self, dim, rank, bias=False):
+        super().__init__()
+        self.w1, self.w2, self.w3 = conv1x1(dim, rank, bias), conv1x1(dim, rank, bias), conv1x1(rank, dim, bias)
+
+    def forward(self, xk):
+        x, k = xk.chunk(2, dim=1)
+        return self.w3(self.w1(x) * self.w2(k))
+
+
+class MESE(nn.Module):
+    """Multi-expert selection and ensemble on one frequency band.
+
+    3x3 conv -> GELU -> 1x1 to 2C, split into ``x`` (striped depthwise 1x3 + 3x1 conv, GELU) and a context ``k``
+    (calibrated by its own 1/16-resolution summary); a per-image router picks ``top_k`` low-rank experts
+    E_i(x, k) whose weighted sum is added to x; 1x1 projection.
+
+    Args:
+        dim: channels C.
+        ranks: one low-rank expert per entry, of that rank.
+        top_k: experts used per image.
+    """
+
+    def __init__(self, dim, ranks=(2, 3, 4, 5, 6), top_k=2, bias=False):
+        super().__init__()
+        self.project_in = nn.Sequential(conv3x3(dim, dim, bias), nn.GELU(), conv1x1(dim, 2 * dim, bias))
+        self.striped = nn.Sequential(
+            nn.Conv2d(dim, dim, (1, 3), padding=(0, 1), groups=dim, bias=bias),
+            nn.Conv2d(dim, dim, (3, 1), padding=(1, 0), groups=dim, bias=bias), nn.GELU())
+        self.context = nn.Sequential(
+            nn.Conv2d(dim, dim, 4, stride=4, groups=dim, bias=bias), nn.GELU(),
+            nn.Conv2d(dim, dim, 4, stride=4, groups=dim, bias=bias), nn.GELU(),
+            conv3x3(dim, dim, bias, groups=dim), conv1x1(dim, dim, bias))
+        self.router = GlobalRouter(dim, len(ranks), top_k)
+        self.experts = nn.ModuleList([LowRankExpert(dim, rank, bias) for rank in ranks])
+        self.project_out = conv1x1(dim, dim, bias)
+
+    def calibrate(self, k):
+        """k plus its bilinearly upsampled context; k is replicate-padded to a multiple of 16 first, so the two
+        stride-4 convs work at any size."""
+        h, w = k.shape[-2:]
+        padded = F.pad(k, (0, -w % 16, 0, -h % 16), mode='replicate')
+        context = F.interpolate(self.context(padded), size=padded.shape[-2:], mode='bilinear', align_corners=False)
+        return k + context[..., :h, :w]
+
+    def run_expert(self, e, xk):
+        return self.experts[e](xk)
+
+    def forward(self, x):
+        x, k = self.project_in(x).chunk(2, dim=1)
+        x = self.striped(x)
+        indices, weights = self.router(x)
+        x = x + sparse_dispatch(torch.cat([x, self.calibrate(k)], dim=1), indices, weights, self.run_expert,
+                                len(self.experts))
+        return self.project_out(x)
+
+
+class MEE(nn.Module):
+    """Pre-norm residual multi-expert ensemble: x + MESE(LayerNorm(x))."""
+
+    def __init__(self, dim, bias=False):
+        super().__init__()
+        self.norm = LayerNorm2d(dim)
+        self.mese = MESE(dim, bias=bias)
+
+    def forward(self, x):
+        return x + self.mese(self.norm(x))
+
+
+class FDMEE(nn.Module):
+    """Frequency-decomposed multi-expert ensemble: dynamic low-pass split, one MEE per band, 1x1 fusion.
+
+    Input and output (B, C, H, W), C a multiple of ``groups``.
+    """
+
+    def __init__(self, dim, groups=8, bias=False):
+        super().__init__()
+        self.split = DynamicLowPass(dim, groups)
+        self.low = MEE(dim, bias)
+        self.high = MEE(dim, bias)
+        self.fuse = conv1x1(2 * dim, dim, bias)
+
+    def forward(self, x):
+        low, high = self.split(x)
+        return self.fuse(torch.cat([self.high(high), self.low(low)], dim=1))

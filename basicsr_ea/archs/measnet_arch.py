@@ -1,0 +1,126 @@
+"""MEASNet: X. Yu, S. Zhou, H. Li, L. Zhu, "Multi-Expert Adaptive Selection: Task-Balancing for All-in-One Image
+Restoration", IEEE TCSVT 35(5), 2025 (https://arxiv.org/abs/2407.19139).
+
+A Restormer U-Net with a task prompt guiding pixel-level sparse experts (STP-G-MESE) at the encoder levels,
+frequency-decomposed expert ensembles (FD-MEE) at the decoder levels and, optionally, AdaIR's AFLB.
+
+Parameters of the default configuration (measured by ``benchmarks/measnet.py``): 31.66 M with AFLB, 29.02 M
+without (the authors' code: 31.68 M with AFLB).
+"""
+import torch
+import torch.nn as nn
+
+from basicsr.utils.registry import ARCH_REGISTRY
+from basicsr_ea.archs.aflb import AFLB
+from basicsr_ea.archs.frequency_layers import FDMEE
+from basicsr_ea.archs.moe_layers import STPGMESE, TaskPrompt
+from basicsr_ea.archs.restormer_blocks import conv1x1, conv3x3, downsample, pad_reflect, transformer_blocks, upsample
+
+
+class EncoderLevel(nn.Module):
+    """``entry`` (patch embedding or downsampling) -> optional STP-G-MESE -> Restormer blocks.
+
+    ``forward(x, prompt)`` returns (feature, aux_loss or None).
+    """
+
+    def __init__(self, entry, blocks, stp=None):
+        super().__init__()
+        self.entry, self.stp, self.blocks = entry, stp, blocks
+
+    def forward(self, x, prompt):
+        x = self.entry(x)
+        aux_loss = None
+        if self.stp is not None:
+            x, aux_loss = self.stp(x, prompt)
+        return self.blocks(x), aux_loss
+
+
+class DecoderLevel(nn.Module):
+    """Optional AFLB on the coarser feature -> upsample -> concat skip -> channel reduction -> optional FD-MEE ->
+    Restormer blocks. ``forward(x, skip, img)`` with ``img`` the (padded) input image for the AFLB."""
+
+    def __init__(self, in_dim, out_dim, blocks, aflb=None, fdmee=None, bias=False):
+        super().__init__()
+        self.aflb, self.up = aflb, upsample(in_dim)
+        self.reduce = conv1x1(in_dim, out_dim, bias) if in_dim != out_dim else nn.Identity()
+        self.fdmee = fdmee if fdmee is not None else nn.Identity()
+        self.blocks = blocks
+
+    def forward(self, x, skip, img):
+        if self.aflb is not None:
+            x = self.aflb(img, x)
+        x = self.reduce(torch.cat([self.up(x), skip], dim=1))
+        return self.blocks(self.fdmee(x))
+
+
+@ARCH_REGISTRY.register()
+class MEASNet(nn.Module):
+    """Multi-expert adaptive selection network for all-in-one restoration.
+
+    Args:
+        inp_channels, out_channels: image channels.
+        dim: width of level 1 (levels are dim, 2 dim, 4 dim, 8 dim).
+        num_blocks: Restormer blocks per level, encoder levels 1-3 and the latent level 4.
+        num_refinement_blocks: blocks after decoder level 1 (width 2 dim, as in Restormer).
+        heads, ffn_expansion_factor, bias: Restormer's options, heads per level.
+        num_experts, top_k, combine: STP-G-MESE experts, experts per pixel, 'sum' or 'logsumexp'.
+        stp_levels: encoder levels (1-3) with an STP-G-MESE; ``[1]`` is what the authors' network uses (it computes
+            levels 2 and 3 but discards them), ``[]`` removes STP-G-MESE together with the prompt.
+        prompt_dim, num_prompts: task prompt length and dictionary size.
+        use_fdmee: FD-MEE at the start of each decoder level (after the skip concat and reduction).
+        use_aflb: AdaIR's AFLB before each upsampling (after the latent and decoder levels 3 and 2, as in AdaIR).
+
+    ``forward(x)`` takes (B, inp_channels, H, W) of any size (reflect-padded to a multiple of 8 inside, cropped
+    back) and returns only the restored image, so BasicSR's models train it as they are. The load-balancing loss
+    of that forward, summed over the STP-G-MESE blocks, is left in ``aux_loss`` (0-dim; carries grad in training,
+    0 in eval or without STP-G-MESE).
+    """
+
+    def __init__(self, inp_channels=3, out_channels=3, dim=48, num_blocks=(4, 4, 6, 8), num_refinement_blocks=4,
+                 heads=(1, 2, 4, 8), ffn_expansion_factor=2.66, bias=False, num_experts=6, top_k=2,
+                 stp_levels=(1, 2, 3), combine='sum', prompt_dim=256, num_prompts=32, use_aflb=True, use_fdmee=True):
+        super().__init__()
+        if not set(stp_levels) <= {1, 2, 3}:
+            raise ValueError(f'stp_levels must be among the encoder levels 1, 2, 3, got {stp_levels}')
+        widths = [dim, 2 * dim, 4 * dim, 8 * dim]
+        self.residual = inp_channels == out_channels
+        self.prompt = TaskPrompt(inp_channels, prompt_dim, num_prompts) if stp_levels else None
+
+        def blocks(level, width=None, count=None):
+            return transformer_blocks(num_blocks[level] if count is None else count, width or widths[level],
+                                      heads[level], ffn_expansion_factor, bias)
+
+        self.encoder = nn.ModuleList()
+        for level, entry in enumerate([conv3x3(inp_channels, dim, bias), downsample(widths[0]), downsample(widths[1])]):
+            stp = (STPGMESE(widths[level], prompt_dim, num_experts, top_k, ffn_expansion_factor, combine)
+                   if level + 1 in stp_levels else None)
+            self.encoder.append(EncoderLevel(entry, blocks(level), stp))
+        self.latent = nn.Sequential(downsample(widths[2]), blocks(3))
+        self.decoder = nn.ModuleList()
+        for level in (2, 1, 0):  # decoder levels 3, 2, 1
+            width = max(widths[level], widths[1])  # level 1 keeps the concatenated width 2 dim, as in Restormer
+            self.decoder.append(DecoderLevel(widths[level + 1], width, blocks(level, width),
+                                             aflb=AFLB(widths[level + 1], heads[2], bias) if use_aflb else None,
+                                             fdmee=FDMEE(width, bias=bias) if use_fdmee else None, bias=bias))
+        self.refinement = blocks(0, width=widths[1], count=num_refinement_blocks)
+        self.output = conv3x3(widths[1], out_channels, bias)
+        self.aux_loss = torch.zeros(())
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        img = pad_reflect(x, (0, -w % 8, 0, -h % 8))
+        prompt = self.prompt(img) if self.prompt is not None else None
+        feat, skips, aux_losses = img, [], []
+        for level in self.encoder:
+            feat, aux_loss = level(feat, prompt)
+            skips.append(feat)
+            if aux_loss is not None:
+                aux_losses.append(aux_loss)
+        feat = self.latent(feat)
+        for level, skip in zip(self.decoder, reversed(skips)):
+            feat = level(feat, skip, img)
+        out = self.output(self.refinement(feat))
+        if self.residual:
+            out = out + img
+        self.aux_loss = sum(aux_losses, img.new_zeros(()))
+        return out[..., :h, :w]
