@@ -19,10 +19,6 @@ the set is the same on every run. Running it again is a no-op; a different exist
 ``--force``.
 """
 import argparse
-import hashlib
-import json
-import os
-import shutil
 import sys
 
 import cv2
@@ -30,6 +26,7 @@ import numpy as np
 from skimage import data as skdata
 
 from basicsr_ea.data import degradations
+from basicsr_ea.data.file_set import write_file_set
 
 TEST_NAMES = ('astronaut', 'coffee', 'rocket')
 TRAIN_NAMES = ('brick', 'camera', 'cat', 'chelsea', 'coins', 'grass', 'gravel', 'hubble_deep_field',
@@ -117,26 +114,7 @@ def build_images():
 
 def make_allinone_demo(root, force=False):
     """Create the set under ``root``; returns 'created' or 'up to date'. Refuses to replace a different set."""
-    files = build_images()
-    manifest = {path: hashlib.sha256(png).hexdigest() for path, png in sorted(files.items())}
-    manifest_path = os.path.join(root, 'manifest.json')
-    if os.path.exists(root) and os.listdir(root):
-        existing = None
-        if os.path.isfile(manifest_path):
-            with open(manifest_path) as f:
-                existing = json.load(f)
-        if existing == manifest and all(os.path.isfile(os.path.join(root, path)) for path in files):
-            return 'up to date'
-        if not force:
-            raise FileExistsError(f'{root} holds a different or incomplete data set; pass --force to replace it.')
-        shutil.rmtree(root)
-    for path, png in files.items():
-        os.makedirs(os.path.dirname(os.path.join(root, path)), exist_ok=True)
-        with open(os.path.join(root, path), 'wb') as f:
-            f.write(png)
-    with open(manifest_path, 'w') as f:
-        json.dump(manifest, f, indent=1)
-    return 'created'
+    return write_file_set(root, build_images(), force)
 
 
 def main(argv=None):

@@ -14,10 +14,7 @@ smallest size NIQE evaluates). LR images come from BasicSR's MATLAB-compatible b
 a different existing set is only replaced with ``--force``.
 """
 import argparse
-import hashlib
-import json
 import os
-import shutil
 import sys
 
 import cv2
@@ -25,6 +22,7 @@ import numpy as np
 from skimage import data as skdata
 
 import basicsr_ea  # noqa: F401  (BasicSR needs the compatibility layer to import)
+from basicsr_ea.data.file_set import write_file_set
 from basicsr_ea.data.lmdb_util import folder_to_lmdb
 from basicsr.utils.matlab_functions import imresize
 
@@ -81,36 +79,15 @@ def build_images():
     return files
 
 
-def manifest_of(files):
-    return {'scale': SCALE, 'files': {path: hashlib.sha256(png).hexdigest() for path, png in sorted(files.items())}}
+def pack_lmdbs(root):
+    for split in ('train', 'val'):
+        for folder in ('HR', LR_FOLDER):
+            folder_to_lmdb(os.path.join(root, split, folder))
 
 
 def make_demo_data(root, force=False):
     """Create the set under ``root``; returns 'created' or 'up to date'. Refuses to replace a different set."""
-    files = build_images()
-    manifest = manifest_of(files)
-    manifest_path = os.path.join(root, 'manifest.json')
-    if os.path.exists(root) and os.listdir(root):
-        existing = None
-        if os.path.isfile(manifest_path):
-            with open(manifest_path) as f:
-                existing = json.load(f)
-        complete = all(os.path.isfile(os.path.join(root, p)) for p in files)
-        if existing == manifest and complete:
-            return 'up to date'
-        if not force:
-            raise FileExistsError(f'{root} holds a different or incomplete data set; pass --force to replace it.')
-        shutil.rmtree(root)
-    for path, png in files.items():
-        os.makedirs(os.path.dirname(os.path.join(root, path)), exist_ok=True)
-        with open(os.path.join(root, path), 'wb') as f:
-            f.write(png)
-    for split in ('train', 'val'):
-        for folder in ('HR', LR_FOLDER):
-            folder_to_lmdb(os.path.join(root, split, folder))
-    with open(manifest_path, 'w') as f:
-        json.dump(manifest, f, indent=1)
-    return 'created'
+    return write_file_set(root, build_images(), force, after_write=pack_lmdbs)
 
 
 def main(argv=None):
