@@ -211,3 +211,13 @@ def test_discriminator_update_matches_basicsr_esrgan(ea_opt):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
     assert model.log_dict['l_d_real_1'] == pytest.approx(esrgan.log_dict['l_d_real'], rel=1e-5)
     assert model.log_dict['l_g_gan_1'] == pytest.approx(esrgan.log_dict['l_g_gan'], rel=1e-5)
+
+
+def test_interval_zero_is_the_fixed_preference_baseline(ea_opt):
+    ea_opt['train']['ea']['interval'] = 0
+    model = build_model(ea_opt)
+    model.feed_data(batch())
+    for it in (4, 8):
+        model.optimize_parameters(current_iter=it)
+    assert model.optimizer_g.ea_phases == 0 and model.optimizer_g.state != {}
+    assert not os.listdir(os.path.join(ea_opt['path']['experiments_root'], 'ea'))

@@ -11,6 +11,9 @@ Options (beside BasicSR's usual keys)::
       pixel_opt / perceptual_opt / gan_opt       # BasicSR losses; L1 is the distortion side, the rest perception
       relativistic_gan: true                     # ESRGAN's relativistic average GAN (false: vanilla, SRGAN)
       ea: {interval, generations, batch_size, objectives: [{type: l1}, {type: perceptual}], fitness: {...}}
+
+``ea.interval: 0`` turns the evolutionary phase off: P independent Adam runs with the same preferences, the
+fixed-weight baseline the paper compares EA-Adam against, through the same code path.
 """
 import logging
 import os
@@ -209,7 +212,7 @@ class EAAdamModel(BaseModel):
         if self.cri_gan is not None:
             self.optimizer_d.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)
-        if current_iter % self.ea_opt['interval'] == 0:
+        if self.ea_opt['interval'] > 0 and current_iter % self.ea_opt['interval'] == 0:
             self.run_ea_phase(current_iter)
         if self.hypervolume is not None:
             self.log_dict['ea_hypervolume'] = self.hypervolume
