@@ -5,6 +5,7 @@ import sys
 import pytest
 
 import basicsr_ea  # noqa: F401
+from basicsr_ea.testing import write_random_vgg19
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -16,6 +17,15 @@ def demo_data(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('demo') / 'demo_x4')
     load_script('make_demo_data').make_demo_data(root)
     return root
+
+
+@pytest.fixture(scope='session')
+def random_vgg19(tmp_path_factory):
+    """torchvision's VGG19 with random weights (the ImageNet file cannot be downloaded here); the classifier, which
+    the perceptual loss never runs, is stored as stride-0 zeros: 80 MB instead of 550."""
+    path = str(tmp_path_factory.mktemp('vgg') / 'vgg19_random.pth')
+    write_random_vgg19(path)
+    return path
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from basicsr_ea import compat
 from basicsr_ea.optim import OPTIMIZER_REGISTRY, build_optimizer
+from basicsr_ea.testing import write_random_vgg19
 from basicsr_ea.utils import atomic_torch_save, get_rng_states, set_rng_states
 
 
@@ -64,17 +65,15 @@ def test_missing_vgg_weights_name_the_file(tmp_path, monkeypatch):
 
 
 def test_vgg_weights_load_from_local_path(tmp_path):
-    import torchvision
     path = str(tmp_path / 'vgg19.pth')
-    reference = torchvision.models.vgg19()
-    torch.save(reference.state_dict(), path)
+    reference = write_random_vgg19(path)
     old = vgg_arch.VGG_PRETRAIN_PATH
     compat.set_vgg_weights_path(path)
     try:
         extractor = vgg_arch.VGGFeatureExtractor(['conv1_1'], use_input_norm=False)
     finally:
         compat.set_vgg_weights_path(old)
-    assert torch.equal(extractor.vgg_net.conv1_1.weight, reference.features[0].weight)
+    assert torch.equal(extractor.vgg_net.conv1_1.weight, reference['features.0.weight'])
 
 
 def test_resume_state_loads_on_cpu(tmp_path):

@@ -31,7 +31,7 @@ from torch import nn
 
 from basicsr_ea.compat import set_vgg_weights_path
 from basicsr_ea.models.ea_report import normalized_hypervolumes, objectives_table, save_front_plot
-from basicsr_ea.models.fitness import FitnessEvaluator, build_objective, load_fitness_patches
+from basicsr_ea.models.fitness import FitnessEvaluator, PerceptualObjective, build_objective, load_fitness_patches
 from basicsr_ea.optim import build_optimizer
 from basicsr_ea.optim.ea_adam import EAAdam
 
@@ -118,6 +118,7 @@ class EAAdamModel(BaseModel):
         self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device)
         self.cri_perceptual = build_loss(train_opt['perceptual_opt']).to(self.device) \
             if train_opt.get('perceptual_opt') else None
+        self.perceptual = PerceptualObjective(self.cri_perceptual) if self.cri_perceptual is not None else None
         self.cri_gan = build_loss(train_opt['gan_opt']).to(self.device) if train_opt.get('gan_opt') else None
         if self.cri_perceptual is None and self.cri_gan is None:
             raise ValueError('EA-Adam needs a perception side: train.perceptual_opt and/or train.gan_opt')
@@ -140,7 +141,7 @@ class EAAdamModel(BaseModel):
         if len(self.objective_names) != self.optimizer_g.ref_dirs.shape[1]:
             raise ValueError(f'{len(self.objective_names)} EA objectives for preferences over '
                              f'{self.optimizer_g.ref_dirs.shape[1]}')
-        self.objectives = [build_objective(o, self.cri_perceptual) for o in ea_opt['objectives']]
+        self.objectives = [build_objective(o, self.perceptual) for o in ea_opt['objectives']]
         self.fitness_lq, self.fitness_gt = load_fitness_patches(ea_opt['fitness'], self.opt['scale'])
         if self.fitness_lq.shape[0] < self.population_size:
             raise ValueError(f'EA fitness set has {self.fitness_lq.shape[0]} patches, fewer than the population '
@@ -171,13 +172,13 @@ class EAAdamModel(BaseModel):
             l_d_fake = self.cri_gan(fake_pred, False, is_disc=True)
         return l_g_gan, l_d_real, l_d_fake
 
-    def _optimize_individual(self, i):
+    def _optimize_individual(self, i, gt_features):
         """Per-objective gradients of individual i, normalised and mixed by its preference, and its discriminator's
         gradients; returns the losses and False (nothing written) if a loss or gradient is non-finite."""
         sr = self.net_g[i](self.lq)
         losses = {'l_pix': self.cri_pix(sr, self.gt)}
-        if self.cri_perceptual is not None:
-            losses['l_percep'] = self.cri_perceptual(sr, self.gt)[0]
+        if self.perceptual is not None:
+            losses['l_percep'] = self.perceptual(sr, gt_features).mean()
         if self.cri_gan is not None:
             losses['l_g_gan'], losses['l_d_real'], losses['l_d_fake'] = self._gan_losses(
                 self.net_d[i](self.gt), self.net_d[i](sr))
@@ -200,10 +201,11 @@ class EAAdamModel(BaseModel):
         self.optimizer_g.zero_grad(set_to_none=True)
         self.optimizer_d.zero_grad(set_to_none=True)
         loss_dict = OrderedDict()
+        gt_features = self.perceptual.prepare(self.gt) if self.perceptual is not None else None
         for i in range(self.population_size):
             if i in self.optimizer_g.frozen:
                 continue
-            losses, finite = self._optimize_individual(i)
+            losses, finite = self._optimize_individual(i, gt_features)
             if not finite:
                 get_root_logger().warning(f'iter {current_iter}: individual {i} has a non-finite loss or gradient '
                                           '(skipped: it keeps its last good weights)')

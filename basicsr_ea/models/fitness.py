@@ -26,12 +26,19 @@ class L1Objective:
 
 
 class PerceptualObjective:
-    """BasicSR's perceptual loss (VGG features), the paper's perception objective; GT features computed once."""
+    """BasicSR's perceptual loss (VGG features, L1 criterion), the paper's perception objective, per patch, with the
+    GT's features computed once and reused: for every child in the EA phase, for every individual in the Adam phase.
+    Its mean over a batch of equal-sized patches equals ``PerceptualLoss(sr, gt)[0]``."""
     minimize = True
 
     def __init__(self, perceptual_loss):
+        if perceptual_loss.criterion_type != 'l1' or perceptual_loss.style_weight > 0:
+            raise ValueError('EA-Adam supports the perceptual loss with criterion l1 and no style term (the paper\'s), '
+                             f'got criterion {perceptual_loss.criterion_type!r}, style_weight '
+                             f'{perceptual_loss.style_weight}')
         self.loss = perceptual_loss
 
+    @torch.no_grad()
     def prepare(self, gt):
         return self.loss.vgg(gt)
 
@@ -82,17 +89,19 @@ OBJECTIVES = {'l1': L1Objective, 'perceptual': PerceptualObjective, 'psnr': PSNR
               'niqe': NIQEObjective}
 
 
-def build_objective(opt, perceptual_loss=None):
-    """An objective from ``{type: name, **kwargs}``; ``perceptual`` reuses the model's perceptual loss."""
+def build_objective(opt, perceptual=None):
+    """An objective from ``{type: name, **kwargs}``; ``perceptual`` is the model's own ``PerceptualObjective``."""
     opt = dict(opt)
     name = opt.pop('type')
     if name not in OBJECTIVES:
         raise ValueError(f'unknown EA objective {name!r}; known: {sorted(OBJECTIVES)}')
-    if name == 'perceptual':
-        if perceptual_loss is None:
-            raise ValueError('the perceptual EA objective needs train.perceptual_opt (and local VGG weights)')
-        return PerceptualObjective(perceptual_loss, **opt)
-    return OBJECTIVES[name](**opt)
+    if name != 'perceptual':
+        return OBJECTIVES[name](**opt)
+    if perceptual is None:
+        raise ValueError('the perceptual EA objective needs train.perceptual_opt (and local VGG weights)')
+    if opt:
+        raise ValueError(f'the perceptual EA objective takes its settings from train.perceptual_opt, got {opt}')
+    return perceptual
 
 
 def load_fitness_patches(opt, scale):

@@ -1,0 +1,49 @@
+"""EA fitness objectives: equal to BasicSR's losses and metrics, GT side prepared once, clear errors."""
+import pytest
+import torch
+from basicsr.archs import vgg_arch
+from basicsr.losses import build_loss
+from basicsr.metrics.psnr_ssim import calculate_psnr_pt
+
+from basicsr_ea.models.fitness import L1Objective, PerceptualObjective, PSNRObjective, build_objective
+
+LAYERS = {'conv1_2': 0.1, 'conv2_2': 0.1, 'conv3_4': 1, 'conv4_4': 1, 'conv5_4': 1}
+
+
+@pytest.fixture
+def perceptual_loss(random_vgg19, monkeypatch):
+    monkeypatch.setattr(vgg_arch, 'VGG_PRETRAIN_PATH', random_vgg19)
+    return build_loss({'type': 'PerceptualLoss', 'layer_weights': LAYERS, 'vgg_type': 'vgg19', 'use_input_norm': True,
+                       'range_norm': False, 'perceptual_weight': 1.0, 'style_weight': 0, 'criterion': 'l1'})
+
+
+def test_perceptual_with_shared_gt_features_equals_basicsr_loss(perceptual_loss):
+    g = torch.Generator().manual_seed(0)
+    sr, gt = torch.rand(3, 3, 48, 48, generator=g), torch.rand(3, 3, 48, 48, generator=g)
+    objective = PerceptualObjective(perceptual_loss)
+    per_patch = objective(sr, objective.prepare(gt))
+    assert per_patch.shape == (3,)
+    torch.testing.assert_close(per_patch.mean(), perceptual_loss(sr, gt)[0], rtol=1e-5, atol=1e-7)
+    for k in range(3):
+        torch.testing.assert_close(per_patch[k], perceptual_loss(sr[k:k + 1], gt[k:k + 1])[0], rtol=1e-5, atol=1e-7)
+
+
+def test_perceptual_objective_refuses_what_it_does_not_compute(perceptual_loss):
+    perceptual_loss.criterion_type = 'fro'
+    with pytest.raises(ValueError, match="criterion 'fro'"):
+        PerceptualObjective(perceptual_loss)
+
+
+def test_l1_and_psnr_objectives_match_their_definitions():
+    sr, gt = torch.full((2, 3, 8, 8), 0.5), torch.full((2, 3, 8, 8), 0.25)
+    assert L1Objective()(sr, gt).tolist() == [0.25, 0.25]
+    psnr = PSNRObjective(crop_border=0)
+    torch.testing.assert_close(psnr(sr, psnr.prepare(gt)), calculate_psnr_pt(sr, gt, 0, test_y_channel=True))
+    assert not psnr.minimize
+
+
+def test_build_objective_errors():
+    with pytest.raises(ValueError, match='needs train.perceptual_opt'):
+        build_objective({'type': 'perceptual'})
+    with pytest.raises(ValueError, match="unknown EA objective 'lpipz'"):
+        build_objective({'type': 'lpipz'})
