@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
-# The main job on the demo data, end to end: data, the PSNR-oriented start model, EA-Adam population training.
+# The main job on the demo data, end to end: data, the PSNR-oriented start model, EA-Adam population training, the
+# fixed-preference Adam baseline, fusion of the population, its collapse into one plain network, and the evaluation
+# table with its perception-distortion plot.
 # Usage: scripts/run_demo.sh [python]   (default: .venv/bin/python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${1:-.venv/bin/python}
+step() { echo; echo "== $*"; }
 
+step 'Demo data (scikit-image samples, x4 MATLAB bicubic)'
 "$PYTHON" scripts/make_demo_data.py
-echo '== PSNR-oriented start model (MSRResNet, L1)'
+step 'PSNR-oriented start model (MSRResNet, L1)'
 "$PYTHON" basicsr_ea/train.py -opt options/train_SRResNet_demo.yml
-echo '== EA-Adam population training'
+step 'EA-Adam population training'
 "$PYTHON" basicsr_ea/train.py -opt options/train_EAAdam_demo.yml
-last_table=$(ls -v experiments/EAAdam_demo_x4/ea/objectives_*.md | tail -n 1)
-echo "== Last EA phase ($last_table; fronts: experiments/EAAdam_demo_x4/ea/front_*.png)"
-cat "$last_table"
+step 'Baseline: the same population trained by Adam alone (train.ea.interval 0)'
+"$PYTHON" basicsr_ea/train.py -opt options/train_EAAdam_demo.yml \
+    --force_yml name=AdamBaseline_demo_x4 train:ea:interval=0
+step 'Fusion of the EA-Adam population'
+"$PYTHON" basicsr_ea/train.py -opt options/train_Fusion_demo.yml
+step 'Collapse of the fused network into one plain MSRResNet'
+"$PYTHON" scripts/collapse_fusion.py -opt options/train_Fusion_demo.yml \
+    --checkpoint experiments/Fusion_demo_x4/models/net_g_latest.pth \
+    --calib datasets/demo_x4/train/LR_bicubic_x4 --out experiments/Fusion_demo_x4/MSRResNet_fused_x4.pth
+step 'Evaluation'
+"$PYTHON" scripts/evaluate.py -opt options/eval_demo.yml
+cat results/eval_demo_x4/table.md
+echo "Perception-distortion plot: results/eval_demo_x4/pd_demo_val.png"

@@ -3,11 +3,22 @@ import os
 import sys
 
 import pytest
+import torch
 
 import basicsr_ea  # noqa: F401
 from basicsr_ea.testing import write_random_vgg19
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True, scope='session')
+def one_torch_thread():
+    """The tests' networks are tiny and many tests start training processes beside this one: OpenMP threads
+    spin-waiting for each other on a 2-core machine made tests up to tenfold slower, one thread does not."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope='session')

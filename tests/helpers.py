@@ -36,7 +36,8 @@ def run_train(opt, tmp_path, *args, env=None, check=True, launcher=None):
     if launcher is not None:
         cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', str(launcher), '--master_port',
                str(29500 + os.getpid() % 1000)] + cmd[1:] + ['--launcher', 'pytorch']
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})}  # see the one_torch_thread fixture in conftest.py
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, env=env)
     output = proc.stdout + proc.stderr
     if check and proc.returncode != 0:
         raise AssertionError(f'training failed ({proc.returncode}):\n{output[-6000:]}')

@@ -18,16 +18,6 @@ from torch.nn import functional as F
 SIZE = 24
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_torch_thread():
-    """MEASNet runs many small ops: on shared CPU cores one torch thread is many times faster than OpenMP threads
-    spin-waiting for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @ARCH_REGISTRY.register()
 class AuxToyNet(nn.Module):
     """One conv with a residual, whose auxiliary loss (mean squared activation) depends on the weights."""
@@ -241,7 +231,7 @@ def test_demo_options_train_and_log_each_task_and_the_average(experiment_name, t
     opt['train']['scheduler']['periods'] = [2, 2]
     opt['val']['val_freq'] = 100  # only the validation after training
     opt['logger'].update(print_freq=1, save_checkpoint_freq=100, use_tb_logger=False)
-    _, output = run_train(opt, tmp_path, env={'OMP_NUM_THREADS': '1'})
+    _, output = run_train(opt, tmp_path)
     assert len(logged_values(output, 'l_pix')) == 4 and all(v > 0 for v in logged_values(output, 'l_aux'))
     tasks = [opt['datasets'][f'val_{i}']['name'] for i in range(1, 6)]
     psnr = dict(zip(tasks + ['average'], logged_values(output, '# psnr')))

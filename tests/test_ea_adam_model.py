@@ -188,7 +188,7 @@ def test_resume_with_another_population_size_is_refused(demo_data, experiment_na
 
 def test_two_processes_hold_identical_populations(demo_data, experiment_name, tmp_path):
     opt = tiny_ea_options(experiment_name, demo_data)
-    _, output = run_train(opt, tmp_path, launcher=2, env={'OMP_NUM_THREADS': '1'})
+    _, output = run_train(opt, tmp_path, launcher=2)
     assert output.count('population identical on all 2 ranks') == 2  # checked after each EA phase
 
 

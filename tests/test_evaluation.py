@@ -11,7 +11,7 @@ from basicsr.archs import build_network
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.models.sr_model import SRModel
 from scripts_loader import load_script
-from test_lpips_metric import one_thread, save_random_backbone  # noqa: F401  (one_thread: autouse fixture)
+from test_lpips_metric import save_random_backbone
 
 from basicsr_ea.evaluation import AVERAGE, evaluate, run_evaluation
 from basicsr_ea.evaluation.inputs import expand_models

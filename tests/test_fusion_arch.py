@@ -37,15 +37,6 @@ class FusionTestNet(nn.Module):
         return self.norm(self.conv(x)) * self.scale
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """The networks here are tiny: a second thread only adds synchronisation, which costs tenfold on a loaded CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def save_experts(folder, backbone, seeds=(0, 1, 2), iteration='latest'):
     """Experts in the EA-Adam layout (``net_g_{i}_{iteration}.pth``): the backbone initialised with seed i, every
     parameter then moved by N(0, 0.02^2) noise so that none (LayerNorm's constant init included) is equal across

@@ -15,7 +15,7 @@ from basicsr.archs import build_network
 from basicsr.models import build_model
 from helpers import REPO_ROOT, load_options, logged_values, point_at_demo_data, run_train
 from scripts_loader import load_script
-from test_fusion_arch import BACKBONES, ROUTER, fusion, one_thread, randomize_routers, save_experts  # noqa: F401
+from test_fusion_arch import BACKBONES, ROUTER, fusion, randomize_routers, save_experts
 
 FUSION_DEMO = os.path.join(REPO_ROOT, 'options', 'train_Fusion_demo.yml')
 BACKBONE = BACKBONES['MSRResNet']
@@ -220,7 +220,7 @@ def test_training_pipeline_end_to_end(processes, demo_data, experiment_name, run
     opt['train']['total_iter'] = 2
     opt['val']['val_freq'] = 2
     opt['logger'].update(print_freq=1, save_checkpoint_freq=2, use_tb_logger=False)
-    exp_dir, output = run_train(opt, tmp_path, env={'OMP_NUM_THREADS': '1'}, launcher=processes)
+    exp_dir, output = run_train(opt, tmp_path, launcher=processes)
     assert len(logged_values(output, 'l_g_pix')) == 2 and 10 < logged_values(output, 'psnr')[-1] < 50
     assert {'net_g_latest.pth', 'net_d_latest.pth', 'net_g_2.pth'} <= set(os.listdir(os.path.join(exp_dir, 'models')))
     out = str(tmp_path / 'collapsed.pth')

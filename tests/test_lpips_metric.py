@@ -14,16 +14,6 @@ from basicsr_ea.metrics.dists_metric import DISTSVGG, calculate_dists, dists_net
 from basicsr_ea.metrics.lpips_metric import LPIPSAlex, calculate_lpips, lpips_network
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """These tensors are tiny: intra-op threads only contend with other processes on the shared 2-core machine
-    (measured: a VGG16 forward at 48 px takes 0.08 s on one thread, 2.6 s on two under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def save_random_backbone(arch, path, seed=0):
     """A torchvision ``features`` trunk with random weights, saved as ``features.*`` like torchvision's files;
     built on the meta device so the classifier head (most of the parameters) is never initialised."""
