@@ -32,18 +32,23 @@ def markdown(table):
     header = ['Model'] + [column_title(table, d, m, arrows=True) for d, m in table.columns]
     lines = ['| ' + ' | '.join(header) + ' |', '|---|' + '---:|' * len(table.columns)]
     best = best_values(table) if len(table.labels) > 1 else {}
+    reasons = []  # each distinct 'n/a: why' once, below the table, as a numbered note
     for label in table.labels:
         cells = [label]
         for col in table.columns:
             value = table.cells[label][col]
             if isinstance(value, str):
-                cells.append(value)
+                if value not in reasons:
+                    reasons.append(value)
+                cells.append(f'n/a ({reasons.index(value) + 1})')
             else:
                 text = f'{value:.{table.metrics[col[1]].digits}f}'
                 cells.append(f'**{text}**' if value == best.get(col) else text)
         lines.append('| ' + ' | '.join(cell.replace('|', '\\|') for cell in cells) + ' |')
+    notes = [f'({i}) {reason}' for i, reason in enumerate(reasons, 1)]
     settings = [f'- {m.title}: ' + ', '.join(f'{k}={v}' for k, v in m.opt.items()) for m in table.metrics.values()]
-    return f'# {table.name} (protocol {table.protocol})\n\n' + '\n'.join(lines + [''] + settings) + '\n'
+    return (f'# {table.name} (protocol {table.protocol})\n\n' + '\n'.join(lines + [''] + notes + [''] * bool(notes) +
+                                                                         settings) + '\n')
 
 
 def write_tables(table, folder):
