@@ -164,13 +164,13 @@ def bench_gradients(model, repeats):
     (per parameter tensor) from the model's two backward passes."""
     with torch.no_grad():
         gt_features = model.cri_perceptual.vgg(model.gt)
-    variants = {'two backward passes (EAAdamModel)': lambda: two_backward_passes(model, 0),
+    variants = {'two backward passes, GT features per individual': lambda: two_backward_passes(model, 0),
                 'one batched backward over both losses': lambda: batched_over_losses(model, 0),
                 'dL/dSR each, one batched backward through G': lambda: batched_through_generator(model, 0),
-                'two passes, GT VGG features shared by the P': lambda: two_backward_passes(model, 0, gt_features),
+                'two passes, GT features shared (EAAdamModel)': lambda: two_backward_passes(model, 0, gt_features),
                 'batched through G + shared GT VGG features': lambda: batched_through_generator(model, 0, gt_features)}
     times, results = interleaved(variants, repeats)
-    reference = results['two backward passes (EAAdamModel)']
+    reference = results['two backward passes, GT features per individual']
     return times, {name: max_relative_error(grads, reference) for name, grads in results.items()}
 
 
@@ -236,7 +236,7 @@ def main(argv=None):
 
     times, errors = bench_gradients(model, args.grad_repeats)
     print(table(f'(c) One individual\'s forward + both per-objective gradients, batch {args.batch}', times,
-                'two backward passes (EAAdamModel)', errors))
+                'two backward passes, GT features per individual', errors))
     print(f'\nLoad average {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end, on {os.cpu_count()} cores '
           'shared with other jobs: the ratios compare the fastest of runs interleaved in this process; absolute '
           'seconds vary with the load.')
