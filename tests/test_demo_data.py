@@ -47,7 +47,8 @@ def test_split_is_disjoint_and_sizes_fit_the_scale(demo_data):
     for name in train:
         hr = cv2.imread(os.path.join(demo_data, 'train', 'HR', name))
         lr = cv2.imread(os.path.join(demo_data, 'train', 'LR_bicubic_x4', name))
-        assert max(hr.shape[:2]) <= 256 and min(hr.shape[:2]) >= 128 and hr.shape[0] == 4 * lr.shape[0] and hr.shape[1] == 4 * lr.shape[1]
+        assert max(hr.shape[:2]) <= 256 and min(hr.shape[:2]) >= 128
+        assert hr.shape[0] == 4 * lr.shape[0] and hr.shape[1] == 4 * lr.shape[1]
 
 
 def test_rerun_is_a_no_op_and_a_different_set_is_refused(demo_data, tmp_path):

@@ -128,7 +128,8 @@ def load_fitness_patches(opt, scale):
         gt = imfrombytes(client.get(pair['gt_path'], 'gt'), float32=True)
         lq = imfrombytes(client.get(pair['lq_path'], 'lq'), float32=True)
         if gt.shape[0] != lq.shape[0] * scale or gt.shape[1] != lq.shape[1] * scale:
-            raise ValueError(f'EA fitness pair {pair["gt_path"]}: GT {gt.shape[:2]} is not x{scale} of LQ {lq.shape[:2]}')
+            raise ValueError(f'EA fitness pair {pair["gt_path"]}: GT {gt.shape[:2]} is not x{scale} of '
+                             f'LQ {lq.shape[:2]}')
         corners = [(top, left) for top in range(0, gt.shape[0] - size + 1, size)
                    for left in range(0, gt.shape[1] - size + 1, size)][:limit]
         for top, left in corners:
