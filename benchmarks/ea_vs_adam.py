@@ -28,8 +28,11 @@ START_MODEL = 'experiments/SRResNet_demo_x4/models/net_g_latest.pth'
 
 
 def run(*args):
+    """Run a step quietly; on failure show the end of its log."""
     print('$', ' '.join(args), flush=True)
-    subprocess.run([sys.executable, *args], cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
+    proc = subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f'step failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}')
 
 
 def train_all(tag, iters):
