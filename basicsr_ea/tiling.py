@@ -51,3 +51,55 @@ def tiled_forward(net, lq, tile_size, overlap=16, scale=1):
             output[..., rows, cols] += out * weight
             weights[..., rows, cols] += weight
     return output / weights
+
+
+TILE_KEYS = ('tile_size', 'tile_pad')
+
+
+def check_tile(tile):
+    """``(tile_size, tile_pad)`` of a top-level ``tile`` option (HAT's convention: ``tile: {tile_size: 256,
+    tile_pad: 32}``, ``tile_pad`` the overlap in input pixels), or None without one; checked so that a typo fails
+    before the first image instead of silently restoring untiled."""
+    if tile is None:
+        return None
+    if not isinstance(tile, dict):
+        raise ValueError(f'tile: expected a mapping {{tile_size: ..., tile_pad: ...}}, got {tile!r}.')
+    unknown = sorted(set(tile) - set(TILE_KEYS))
+    if unknown:
+        raise ValueError(f'tile: unknown option(s) {", ".join(unknown)}; allowed: {", ".join(TILE_KEYS)}.')
+    for key in TILE_KEYS:
+        if not isinstance(tile.get(key), int) or isinstance(tile[key], bool):
+            raise ValueError(f'tile.{key}: expected an integer, got {tile.get(key)!r}.')
+    size, pad = tile['tile_size'], tile['tile_pad']
+    if size <= 0:
+        raise ValueError(f'tile.tile_size must be positive, got {size}.')
+    if not 0 <= pad < size:
+        raise ValueError(f'tile.tile_pad must lie in [0, tile_size={size}), got {pad}.')
+    return size, pad
+
+
+def restore(net, lq, tile, scale):
+    """``net(lq)``, or its ``tiled_forward`` when the ``tile`` option (see ``check_tile``) is set."""
+    tile = check_tile(tile)
+    if tile is None:
+        return net(lq)
+    return tiled_forward(net, lq, *tile, scale=scale)
+
+
+class TiledTestMixin:
+    """Gives a BasicSR ``SRModel`` the top-level ``tile`` option: ``test()`` restores tile by tile (with the EMA
+    network when there is one, as ``SRModel.test`` does) and the option is checked when the model is built."""
+
+    def __init__(self, opt):
+        check_tile(opt.get('tile'))
+        super().__init__(opt)
+
+    def test(self):
+        if self.opt.get('tile') is None:
+            super().test()
+            return
+        net = getattr(self, 'net_g_ema', self.net_g)
+        training = net.training
+        net.eval()
+        self.output = restore(net, self.lq, self.opt['tile'], self.opt.get('scale', 1))
+        net.train(training)

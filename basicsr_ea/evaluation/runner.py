@@ -9,10 +9,11 @@ from tqdm import tqdm
 
 from basicsr_ea.evaluation.inputs import (build_eval_dataset, build_metrics, check_checkpoints, check_keys,
                                           expand_models, load_network, require_keys)
+from basicsr_ea.tiling import check_tile, restore
 
 PROTOCOLS = ('sr', 'allinone')
 AVERAGE = 'Average'  # the all-in-one protocol's column group over all tasks
-OPTION_KEYS = ('name', 'protocol', 'scale', 'crop_border', 'device', 'models', 'datasets', 'metrics')
+OPTION_KEYS = ('name', 'protocol', 'scale', 'crop_border', 'device', 'models', 'datasets', 'metrics', 'tile')
 NIQE_BLOCK = 96  # BasicSR's NIQE needs two 96x96 blocks (192x96 or 96x192 pixels); with fewer its SVD fails
 
 
@@ -43,17 +44,18 @@ def not_applicable(metric, img, img_name):
     return None
 
 
-def evaluate_dataset(net, dataset, metrics, device, unavailable, pbar):
+def evaluate_dataset(net, dataset, metrics, device, unavailable, pbar, tile=None, scale=1):
     """Mean of every metric over ``dataset`` for one network, computed as ``SRModel.nondist_validation`` does
     (``tensor2img`` of output and target, sum in dataset order, divide), so the values equal its values exactly.
-    ``unavailable`` (metric name -> reason) carries missing weights over to the next models."""
+    ``unavailable`` (metric name -> reason) carries missing weights over to the next models; ``tile`` is the
+    options' ``tile`` (``basicsr_ea.tiling.check_tile``), None for one pass per image."""
     sums = {name: 0 for name in metrics}
     reasons = {name: unavailable[name] for name in metrics if name in unavailable}
     for index in range(len(dataset)):
         data = dataset[index]
         img_name = os.path.basename(data.get('lq_path', str(index)))
         with torch.no_grad():
-            output = net(data['lq'][None].to(device))
+            output = restore(net, data['lq'][None].to(device), tile, scale)
         sr_img, gt_img = tensor2img([output.detach().cpu()]), tensor2img([data['gt'][None]])
         if sr_img.shape != gt_img.shape:
             raise ValueError(f'{dataset.opt["name"]}: the output for {data.get("lq_path")} is {sr_img.shape[:2]}, '
@@ -89,6 +91,7 @@ def prepare(opt):
     """Check the options and build what they name (rows, datasets, metrics) without running any network."""
     check_keys(opt, OPTION_KEYS, 'Options')
     require_keys(opt, ('name', 'models', 'datasets'), 'Options')
+    check_tile(opt.get('tile'))
     protocol = opt.get('protocol', 'sr')
     if protocol not in PROTOCOLS:
         raise ValueError(f'Options: protocol {protocol!r} is not one of {", ".join(PROTOCOLS)}.')
@@ -101,12 +104,12 @@ def prepare(opt):
     if protocol == 'allinone' and AVERAGE in opt['datasets']:
         raise ValueError(f'Options: {AVERAGE!r} names the average over tasks; rename that dataset.')
     datasets = {name: build_eval_dataset(name, d_opt, scale) for name, d_opt in opt['datasets'].items()}
-    return protocol, metrics, models, datasets
+    return protocol, metrics, models, datasets, scale
 
 
 def run_evaluation(opt, progress=True):
     """The ``EvalTable`` of the options (see ``options/eval_demo.yml``); writes nothing."""
-    protocol, metrics, models, datasets = prepare(opt)
+    protocol, metrics, models, datasets, scale = prepare(opt)
     device = resolve_device(opt.get('device'))
     names = list(datasets) + ([AVERAGE] if protocol == 'allinone' else [])
     table = EvalTable(opt['name'], protocol, [m.label for m in models], [(d, m) for d in names for m in metrics],
@@ -122,7 +125,7 @@ def run_evaluation(opt, progress=True):
             row = table.cells[model.label] = {}
             for name, dataset in datasets.items():
                 pbar.set_postfix_str(f'{model.label} | {name}')
-                values = evaluate_dataset(net, dataset, metrics, device, unavailable, pbar)
+                values = evaluate_dataset(net, dataset, metrics, device, unavailable, pbar, opt.get('tile'), scale)
                 row.update({(name, metric): value for metric, value in values.items()})
             if protocol == 'allinone':
                 row.update({(AVERAGE, metric): average_over_tasks(row, datasets, metric) for metric in metrics})

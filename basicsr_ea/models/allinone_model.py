@@ -9,6 +9,8 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from basicsr_ea.tiling import TiledTestMixin
+
 RGB_METRICS = ('calculate_psnr', 'calculate_ssim', 'calculate_psnr_pt', 'calculate_ssim_pt')
 AVERAGE = 'average'  # the name the cross-task average is logged under, as if it were one more dataset
 
@@ -49,7 +51,7 @@ def default_rgb_metrics(opt):
 
 
 @MODEL_REGISTRY.register()
-class AllInOneModel(SRModel):
+class AllInOneModel(TiledTestMixin, SRModel):
     """SRModel for all-in-one restoration.
 
     Training adds ``train.aux_weight`` (default 0.001) times the arch's auxiliary loss (``arch_aux_loss``) to

@@ -34,6 +34,7 @@ from basicsr_ea.models.ea_report import normalized_hypervolumes, objectives_tabl
 from basicsr_ea.models.fitness import FitnessEvaluator, PerceptualObjective, build_objective, load_fitness_patches
 from basicsr_ea.optim import build_optimizer
 from basicsr_ea.optim.ea_adam import EAAdam
+from basicsr_ea.tiling import restore
 
 EA_OPTION_TYPES = {'interval': int, 'generations': int, 'batch_size': int, 'objectives': list, 'fitness': dict}
 
@@ -281,7 +282,7 @@ class EAAdamModel(BaseModel):
             self.feed_data(data)
             gt_img = tensor2img(self.gt) if 'gt' in data else None
             for i, net in enumerate(self.net_g):
-                sr_img = tensor2img(net(self.lq))
+                sr_img = tensor2img(restore(net, self.lq, self.opt.get('tile'), self.opt.get('scale', 1)))
                 for name, metric_opt in metrics_opt.items():
                     results[f'{name}_{i}'] += calculate_metric({'img': sr_img, 'img2': gt_img}, metric_opt)
         self.net_g.train()

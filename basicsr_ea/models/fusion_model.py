@@ -13,6 +13,7 @@ Options (beside BasicSR's usual keys)::
       optim_d: {type: Adam, lr: 1e-4}                    # with gan_opt
       pixel_opt / perceptual_opt / gan_opt               # each optional, as in BasicSR (the paper: 0.1 / 1 / 0.005)
       relativistic_gan: true                             # ESRGAN's relativistic average GAN; false: SRGAN's vanilla
+    tile: {tile_size: 256, tile_pad: 32}                 # optional: validate/test tile by tile (basicsr_ea.tiling)
 """
 from basicsr.models.esrgan_model import ESRGANModel
 from basicsr.models.sr_model import SRModel
@@ -21,10 +22,11 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from basicsr_ea.compat import set_vgg_weights_path
 from basicsr_ea.optim import build_optimizer
+from basicsr_ea.tiling import TiledTestMixin
 
 
 @MODEL_REGISTRY.register()
-class FusionModel(ESRGANModel):
+class FusionModel(TiledTestMixin, ESRGANModel):
     """ESRGAN's training (or SRGAN's with ``relativistic_gan: false``, or SRModel's without ``gan_opt``) of the
     fused generator's trainable parameters: the routers. The expert tensors are buffers, so they never reach an
     optimizer and ``net_g`` checkpoints hold only the routers (and the backbone's own buffers)."""
