@@ -53,7 +53,7 @@ def benchmark_options(args, work_dir):
     opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=0, auto_resume=False)
     opt['network_g'] = {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64,
                         'num_block': args.num_block, 'upscale': 4}
-    opt['path'] = {'pretrain_network_g': None, 'pretrain_vgg': os.path.join(work_dir, 'vgg19_random.pth'),
+    opt['path'] = {'pretrain_network_g': None, 'pretrain_network_vgg': os.path.join(work_dir, 'vgg19_random.pth'),
                    'experiments_root': work_dir, 'models': os.path.join(work_dir, 'models')}
     train = opt['train']
     train['optim_g']['frozen'] = []
@@ -192,7 +192,7 @@ def build_models(args):
     with tempfile.TemporaryDirectory() as work_dir:
         make_demo_data(os.path.join(work_dir, 'demo_x4'))
         opt = benchmark_options(args, work_dir)
-        write_random_vgg19(opt['path']['pretrain_vgg'])
+        write_random_vgg19(opt['path']['pretrain_network_vgg'])
         model, esrgan = build_model(opt), build_model(esrgan_options(opt))
     esrgan.net_g.load_state_dict(model.net_g[0].state_dict())
     esrgan.net_d.load_state_dict(model.net_d[0].state_dict())

@@ -32,12 +32,12 @@ def config_path(config):
     return os.path.join(REPO_ROOT, 'options', config)
 
 
-def paper_options(config, data_root, tmp_path, pretrain_vgg, pretrain_network_g=None):
+def paper_options(config, data_root, tmp_path, pretrain_network_vgg, pretrain_network_g=None):
     """The config with its training LMDBs (and so the fitness set) and pretrained files replaced, for this process."""
     opt = point_at_demo_data(load_options(config_path(config)), data_root, backend='lmdb')
     train_set = opt['datasets']['train']
     opt['train']['ea']['fitness'].update({k: train_set[k] for k in ('dataroot_gt', 'dataroot_lq', 'io_backend')})
-    opt['path'].update(pretrain_vgg=pretrain_vgg, pretrain_network_g=pretrain_network_g)
+    opt['path'].update(pretrain_network_vgg=pretrain_network_vgg, pretrain_network_g=pretrain_network_g)
     return in_process(opt, tmp_path)
 
 
@@ -60,7 +60,7 @@ def test_config_parses_with_the_papers_settings(config, monkeypatch):
     assert backbone['network_g'].items() <= opt['network_g'].items()
     assert opt['network_d'] == {'type': 'VGGStyleDiscriminator', 'num_in_ch': 3, 'num_feat': 64, 'input_size': 128}
     assert (opt['datasets']['train']['batch_size_per_gpu'], opt['datasets']['train']['gt_size']) == (16, 128)
-    assert os.path.basename(opt['path']['pretrain_vgg']) == 'vgg19-dcbb9e9d.pth'
+    assert os.path.basename(opt['path']['pretrain_network_vgg']) == 'vgg19-dcbb9e9d.pth'
     assert train['population_size'] == 5 and train['optim_g']['frozen'] == [0]
     assert (train['optim_g']['type'], train['optim_g']['lr'], train['optim_g']['betas']) == ('EAAdam', backbone['lr'],
                                                                                             [0.9, 0.999])
@@ -103,6 +103,6 @@ def test_config_trains_one_step(built):
 
 def test_missing_vgg_weights_name_the_expected_file(demo_data, tmp_path):
     """Both configs name the same file (checked above); SRResNet's population is the quicker to build."""
-    missing = str(tmp_path / os.path.basename(load_options(config_path(SRRESNET))['path']['pretrain_vgg']))
+    missing = str(tmp_path / os.path.basename(load_options(config_path(SRRESNET))['path']['pretrain_network_vgg']))
     with pytest.raises(FileNotFoundError, match='vgg19-dcbb9e9d.pth'):
         build_model(paper_options(SRRESNET, demo_data, tmp_path, missing))

@@ -111,8 +111,8 @@ class EAAdamModel(BaseModel):
 
     def init_training_settings(self):
         train_opt = self.opt['train']
-        if self.opt['path'].get('pretrain_vgg'):
-            set_vgg_weights_path(self.opt['path']['pretrain_vgg'])
+        if self.opt['path'].get('pretrain_network_vgg'):
+            set_vgg_weights_path(self.opt['path']['pretrain_network_vgg'])
         self.net_d = nn.ModuleList(build_network(self.opt['network_d'])
                                    for _ in range(self.population_size)).to(self.device)
         broadcast_from_rank0(self.net_d)

@@ -7,7 +7,7 @@ Options (beside BasicSR's usual keys)::
     network_d: {type: VGGStyleDiscriminator, ...}      # needed with gan_opt only
     path:
       pretrain_network_d: experiments/<EA-Adam run>/models/net_d_{i}_latest.pth   # start from the EA stage's
-      pretrain_vgg: experiments/pretrained_models/vgg19-dcbb9e9d.pth            # for perceptual_opt
+      pretrain_network_vgg: experiments/pretrained_models/vgg19-dcbb9e9d.pth            # for perceptual_opt
     train:
       optim_g: {type: Adam, lr: 5e-5}
       optim_d: {type: Adam, lr: 1e-4}                    # with gan_opt
@@ -35,8 +35,8 @@ class FusionModel(TiledTestMixin, ESRGANModel):
         train_opt = self.opt['train']
         self.adversarial = bool(train_opt.get('gan_opt'))
         self.relativistic = train_opt.get('relativistic_gan', True)
-        if self.opt['path'].get('pretrain_vgg'):
-            set_vgg_weights_path(self.opt['path']['pretrain_vgg'])
+        if self.opt['path'].get('pretrain_network_vgg'):
+            set_vgg_weights_path(self.opt['path']['pretrain_network_vgg'])
         if self.adversarial:
             super().init_training_settings()
         else:
