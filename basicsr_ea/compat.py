@@ -4,9 +4,12 @@ This is the only module of the project that touches BasicSR's internals. It is i
 ``basicsr_ea/__init__.py`` before anything else imports BasicSR; each repair says why it exists.
 """
 import os
+import pickle
 import sys
 import types
 
+import cv2
+import numpy as np
 import torch
 import torchvision.transforms.functional as tv_functional
 
@@ -25,9 +28,10 @@ _shim_functional_tensor()
 
 import basicsr.train  # noqa: E402  (must follow the shim)
 from basicsr.archs import vgg_arch  # noqa: E402
+from basicsr.data import paired_image_dataset  # noqa: E402
 from basicsr.data.data_sampler import EnlargedSampler  # noqa: E402
 from basicsr.models import base_model  # noqa: E402
-from basicsr.utils import dist_util  # noqa: E402
+from basicsr.utils import dist_util, file_client, img_util  # noqa: E402
 from basicsr.utils.misc import check_resume, scandir  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
@@ -136,7 +140,7 @@ def _vgg_init(self, *args, **kwargs):
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f'VGG weights for the perceptual loss not found at {os.path.abspath(path)}. Put torchvision\'s '
-            'vgg19-dcbb9e9d.pth there (or set path.pretrain_vgg in the options); nothing is downloaded.')
+            'vgg19-dcbb9e9d.pth there (or set path.pretrain_network_vgg in the options); nothing is downloaded.')
     _original_vgg_init(self, *args, **kwargs)
 
 
@@ -163,6 +167,76 @@ def _save_network(self, net, net_label, current_iter, param_key='params'):
     atomic_torch_save(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
 
 
+_original_load_network = base_model.BaseModel.load_network
+
+
+def _load_network(self, net, load_path, strict=True, param_key='params'):
+    """BasicSR passes torch's raw errors on for a missing checkpoint or one that needs arbitrary unpickling."""
+    if not os.path.isfile(load_path):
+        raise FileNotFoundError(f'network checkpoint {load_path} not found (check path.pretrain_network_* '
+                                'in the options).')
+    try:
+        _original_load_network(self, net, load_path, strict, param_key)
+    except pickle.UnpicklingError as err:
+        raise pickle.UnpicklingError(f'{load_path} is not a weights-only checkpoint (it holds pickled objects '
+                                     'other than tensors and plain containers); it is not loaded.') from err
+
+
+_original_paired_init = paired_image_dataset.PairedImageDataset.__init__
+_original_paired_getitem = paired_image_dataset.PairedImageDataset.__getitem__
+
+
+def _paired_init(self, opt):
+    """BasicSR fails deep inside (a scandir traceback, or a zero division once training starts) when a data root is
+    missing or holds no images; name the folder at construction, before training starts."""
+    local = opt['io_backend']['type'] in ('disk', 'lmdb')  # other backends (memcached, petrel) read remote roots
+    for key in ('dataroot_lq', 'dataroot_gt'):
+        if local and not os.path.isdir(opt[key]):
+            raise FileNotFoundError(f'{key} {opt[key]} not found.')
+    _original_paired_init(self, opt)
+    if not self.paths:
+        raise ValueError(f"{opt['dataroot_gt']} and {opt['dataroot_lq']} hold no images.")
+
+
+def _paired_getitem(self, index):
+    """BasicSR's errors on a bad pair (an undecodable image, LQ and GT sizes off the scale) do not name its files."""
+    try:
+        return _original_paired_getitem(self, index)
+    except ValueError as err:
+        pair = self.paths[index]
+        lq, gt = pair['lq_path'], pair['gt_path']
+        if 'db_paths' in self.io_backend_opt:  # LMDB: the paths are keys
+            lq, gt = f'key {lq} of {self.lq_folder}', f'key {gt} of {self.gt_folder}'
+        # paired_random_crop passes its message to ValueError in two parts
+        raise ValueError(f"LQ {lq} / GT {gt}: {''.join(map(str, err.args))}") from err
+
+
+_original_imfrombytes = img_util.imfrombytes
+_IMREAD_FLAGS = {'color': cv2.IMREAD_COLOR, 'grayscale': cv2.IMREAD_GRAYSCALE, 'unchanged': cv2.IMREAD_UNCHANGED}
+
+
+def _imfrombytes(content, flag='color', float32=False):
+    """BasicSR's ``imfrombytes`` returns None for bytes that are not an image, which fails later as an AttributeError
+    far from the file; raise ValueError (callers add the file's name)."""
+    img = cv2.imdecode(np.frombuffer(content, np.uint8), _IMREAD_FLAGS[flag])
+    if img is None:
+        raise ValueError('the file is not an image OpenCV can decode (corrupt or truncated).')
+    return img.astype(np.float32) / 255. if float32 else img
+
+
+_original_lmdb_get = file_client.LmdbBackend.get
+
+
+def _lmdb_get(self, filepath, client_key):
+    """BasicSR returns None for a key missing from the LMDB (e.g. listed in a stale meta_info.txt), which fails later
+    far from the key; name the key and the LMDB."""
+    value = _original_lmdb_get(self, filepath, client_key)
+    if value is None:
+        db_path = dict(zip(self._client, self.db_paths))[client_key]
+        raise KeyError(f'key {filepath} (listed in meta_info.txt) is missing from the LMDB {db_path}.')
+    return value
+
+
 def set_vgg_weights_path(path):
     """Point BasicSR's ``VGGFeatureExtractor`` (perceptual loss) at a local weight file."""
     vgg_arch.VGG_PRETRAIN_PATH = path
@@ -177,3 +251,10 @@ base_model.BaseModel.model_to_device = _model_to_device
 base_model.BaseModel.get_optimizer = _get_optimizer
 base_model.BaseModel.setup_schedulers = _setup_schedulers
 vgg_arch.VGGFeatureExtractor.__init__ = _vgg_init
+base_model.BaseModel.load_network = _load_network
+paired_image_dataset.PairedImageDataset.__init__ = _paired_init
+paired_image_dataset.PairedImageDataset.__getitem__ = _paired_getitem
+file_client.LmdbBackend.get = _lmdb_get
+for _module_name, _module in list(sys.modules.items()):  # BasicSR's modules that bound imfrombytes; importers after
+    if _module_name.split('.')[0] == 'basicsr' and getattr(_module, 'imfrombytes', None) is _original_imfrombytes:
+        _module.imfrombytes = _imfrombytes

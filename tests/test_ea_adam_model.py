@@ -107,8 +107,10 @@ def test_fitness_ground_truth_side_is_prepared_once_per_phase(ea_opt, monkeypatc
     assert len(calls) == n_batches
 
 
-def test_non_finite_loss_skips_only_that_individual(ea_opt, caplog):
+def test_non_finite_loss_skips_only_that_individual(ea_opt, caplog, monkeypatch):
+    from basicsr.utils import get_root_logger
     model = build_model(ea_opt)
+    monkeypatch.setattr(get_root_logger(), 'propagate', True)  # BasicSR's logger hides from caplog
     before = snapshot(model)
     broken = model.net_g[2]
     original_forward = broken.forward

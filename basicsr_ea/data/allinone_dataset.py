@@ -145,7 +145,10 @@ class _AllInOneDataset(data.Dataset):
         if self.file_client is None:
             self.file_client = self._open_client()
         folder, path = ref
-        return imfrombytes(self.file_client.get(path, folder), float32=True)
+        try:
+            return imfrombytes(self.file_client.get(path, folder), float32=True)
+        except ValueError as err:  # not an image (see basicsr_ea.compat)
+            raise ValueError(f'{path} (in {folder}): {err}') from err
 
     def _to_dict(self, task, img_lq, img_gt, lq_ref, gt_ref):
         img_gt, img_lq = img2tensor([img_gt, img_lq], bgr2rgb=True, float32=True)
