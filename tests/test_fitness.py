@@ -47,3 +47,12 @@ def test_build_objective_errors():
         build_objective({'type': 'perceptual'})
     with pytest.raises(ValueError, match="unknown EA objective 'lpipz'"):
         build_objective({'type': 'lpipz'})
+
+
+def test_corrupt_fitness_image_names_the_pair(tmp_path):
+    from basicsr_ea.models.fitness import load_fitness_patches
+    for folder in ('gt', 'lq'):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / 'a.png').write_bytes(b'not a png')
+    with pytest.raises(ValueError, match=r'EA fitness pair .*a\.png.*not an image'):
+        load_fitness_patches({'dataroot_gt': str(tmp_path / 'gt'), 'dataroot_lq': str(tmp_path / 'lq')}, scale=4)

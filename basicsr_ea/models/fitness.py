@@ -125,8 +125,11 @@ def load_fitness_patches(opt, scale):
     size, limit = opt.get('patch_size', 128), opt.get('max_patches_per_image', 50)
     lq_patches, gt_patches = [], []
     for pair in pairs:
-        gt = imfrombytes(client.get(pair['gt_path'], 'gt'), float32=True)
-        lq = imfrombytes(client.get(pair['lq_path'], 'lq'), float32=True)
+        try:
+            gt = imfrombytes(client.get(pair['gt_path'], 'gt'), float32=True)
+            lq = imfrombytes(client.get(pair['lq_path'], 'lq'), float32=True)
+        except ValueError as err:
+            raise ValueError(f'EA fitness pair {pair["gt_path"]} / {pair["lq_path"]}: {err}') from err
         if gt.shape[0] != lq.shape[0] * scale or gt.shape[1] != lq.shape[1] * scale:
             raise ValueError(f'EA fitness pair {pair["gt_path"]}: GT {gt.shape[:2]} is not x{scale} of '
                              f'LQ {lq.shape[:2]}')
