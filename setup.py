@@ -11,7 +11,7 @@ setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['basicsr_ea', 'basicsr_ea.*']),
-    python_requires='>=3.9',
+    python_requires='>=3.10',
     install_requires=[
         'basicsr>=1.4.2',
         'torch>=2.0',
