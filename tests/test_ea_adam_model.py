@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 from basicsr.models import build_model
-from helpers import REPO_ROOT, load_options, logged_values, point_at_demo_data, run_train
+from helpers import REPO_ROOT, load_options, logged_values, point_at_demo_data, remove_experiment, run_train
 
 EA_DEMO_OPTIONS = os.path.join(REPO_ROOT, 'options', 'train_EAAdam_demo.yml')
 
@@ -267,10 +267,14 @@ def test_two_processes_train_like_one_with_the_same_global_batch(fixed_patch_dat
                                          num_images=8, patch_size=64, max_patches_per_image=1)
     weights = {}
     for processes, batch in ((None, 4), (2, 2)):
+        opt['name'] = f'{experiment_name}_{batch}'  # two runs of one name: BasicSR would archive the first
         opt['datasets']['train']['batch_size_per_gpu'] = batch
-        exp_dir, _ = run_train(opt, tmp_path, launcher=processes)
-        weights[processes] = [torch.load(os.path.join(exp_dir, 'models', f'net_g_{i}_latest.pth'),
-                                         weights_only=True)['params'] for i in range(3)]
+        try:
+            exp_dir, _ = run_train(opt, tmp_path, launcher=processes)
+            weights[processes] = [torch.load(os.path.join(exp_dir, 'models', f'net_g_{i}_latest.pth'),
+                                             weights_only=True)['params'] for i in range(3)]
+        finally:
+            remove_experiment(opt['name'])
     diffs = torch.cat([(double[key] - single[key]).abs().flatten()
                        for single, double in zip(weights[None], weights[2]) for key in single])
     lr, steps = opt['train']['optim_g']['lr'], opt['train']['total_iter']
