@@ -18,15 +18,13 @@ gets two variants of each degradation. Parameters are drawn from a generator see
 the set is the same on every run. Running it again is a no-op; a different existing set is only replaced with
 ``--force``.
 """
-import argparse
-import sys
 
 import cv2
 import numpy as np
 from skimage import data as skdata
 
 from basicsr_ea.data import degradations
-from basicsr_ea.data.file_set import write_file_set
+from basicsr_ea.data.file_set import file_set_main, write_file_set
 
 TEST_NAMES = ('astronaut', 'coffee', 'rocket')
 TRAIN_NAMES = ('brick', 'camera', 'cat', 'chelsea', 'coins', 'grass', 'gravel', 'hubble_deep_field',
@@ -118,15 +116,7 @@ def make_allinone_demo(root, force=False):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--root', default='datasets/allinone_demo', help='output folder')
-    parser.add_argument('--force', action='store_true', help='replace a different existing data set')
-    args = parser.parse_args(argv)
-    try:
-        status = make_allinone_demo(args.root, args.force)
-    except FileExistsError as err:
-        sys.exit(f'error: {err}')
-    print(f'{args.root}: {status}')
+    file_set_main(__doc__.split('\n')[0], 'datasets/allinone_demo', make_allinone_demo, argv)
 
 
 if __name__ == '__main__':

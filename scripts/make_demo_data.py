@@ -13,16 +13,14 @@ patch size); validation HR images are 192x192 centre crops (the
 smallest size NIQE evaluates). LR images come from BasicSR's MATLAB-compatible bicubic. Running it again is a no-op;
 a different existing set is only replaced with ``--force``.
 """
-import argparse
 import os
-import sys
 
 import cv2
 import numpy as np
 from skimage import data as skdata
 
 import basicsr_ea  # noqa: F401  (BasicSR needs the compatibility layer to import)
-from basicsr_ea.data.file_set import write_file_set
+from basicsr_ea.data.file_set import file_set_main, write_file_set
 from basicsr_ea.data.lmdb_util import folder_to_lmdb
 from basicsr.utils.matlab_functions import imresize
 
@@ -91,15 +89,7 @@ def make_demo_data(root, force=False):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--root', default='datasets/demo_x4', help='output folder')
-    parser.add_argument('--force', action='store_true', help='replace a different existing data set')
-    args = parser.parse_args(argv)
-    try:
-        status = make_demo_data(args.root, args.force)
-    except FileExistsError as err:
-        sys.exit(f'error: {err}')
-    print(f'{args.root}: {status}')
+    file_set_main(__doc__.split('\n')[0], 'datasets/demo_x4', make_demo_data, argv)
 
 
 if __name__ == '__main__':

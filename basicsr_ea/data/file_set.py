@@ -1,8 +1,10 @@
 """Write a generated data set (demo data) idempotently: a rerun is a no-op, a different existing set is kept."""
+import argparse
 import hashlib
 import json
 import os
 import shutil
+import sys
 
 
 def write_file_set(root, files, force=False, after_write=None):
@@ -33,3 +35,16 @@ def write_file_set(root, files, force=False, after_write=None):
     with open(manifest_path, 'w') as f:
         json.dump(manifest, f, indent=1)
     return 'created'
+
+
+def file_set_main(description, default_root, make, argv=None):
+    """The command line of a demo-data script: ``[--root ROOT] [--force]``; ``make(root, force)`` builds the set."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('--root', default=default_root, help='output folder')
+    parser.add_argument('--force', action='store_true', help='replace a different existing data set')
+    args = parser.parse_args(argv)
+    try:
+        status = make(args.root, args.force)
+    except FileExistsError as err:
+        sys.exit(f'error: {err}')
+    print(f'{args.root}: {status}')
