@@ -27,12 +27,14 @@ def point_at_demo_data(opt, data_root, backend='disk'):
     return opt
 
 
-def run_train(opt, tmp_path, *args, env=None, check=True, launcher=None):
-    """Run the training entry point on ``opt`` (written to ``tmp_path``); returns (experiment folder, output)."""
+def run_train(opt, tmp_path, *args, env=None, check=True, launcher=None, entry=None):
+    """Run the training entry point (or the script ``entry`` that wraps it) on ``opt`` (written to ``tmp_path``);
+    returns (experiment folder, output)."""
     opt_path = os.path.join(tmp_path, f"{opt['name']}.yml")
     with open(opt_path, 'w') as f:
         yaml.safe_dump(opt, f)
-    cmd = [sys.executable, os.path.join(REPO_ROOT, 'basicsr_ea', 'train.py'), '-opt', opt_path, *args]
+    entry = entry or os.path.join(REPO_ROOT, 'basicsr_ea', 'train.py')
+    cmd = [sys.executable, entry, '-opt', opt_path, *args]
     if launcher is not None:
         cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', str(launcher), '--master_port',
                str(29500 + os.getpid() % 1000)] + cmd[1:] + ['--launcher', 'pytorch']

@@ -3,7 +3,7 @@ import os
 
 import pytest
 import torch
-from helpers import DEMO_OPTIONS, load_options, logged_values, point_at_demo_data, run_train
+from helpers import DEMO_OPTIONS, load_options, logged_values, point_at_demo_data, remove_experiment, run_train
 
 
 def tiny_demo_options(name, data_root, backend='disk', total_iter=60):
@@ -43,6 +43,27 @@ def test_auto_resume_reproduces_the_uninterrupted_run(demo_data, experiment_name
         os.remove(os.path.join(models, stale))
     _, output = run_train(opt, tmp_path, '--auto_resume')
     assert 'Resuming training from epoch' in output and 'iter: 15.' in output
+    resumed = torch.load(os.path.join(models, 'net_g_latest.pth'), weights_only=True)['params']
+    for key, value in uninterrupted.items():
+        assert torch.equal(value, resumed[key]), key
+
+
+def test_sigkill_while_saving_then_auto_resume_finishes_like_an_uninterrupted_run(demo_data, experiment_name,
+                                                                                   tmp_path):
+    opt = tiny_demo_options(experiment_name, demo_data, total_iter=30)
+    opt['logger']['save_checkpoint_freq'] = 10
+    exp_dir, _ = run_train(opt, tmp_path)
+    models = os.path.join(exp_dir, 'models')
+    uninterrupted = torch.load(os.path.join(models, 'net_g_latest.pth'), weights_only=True)['params']
+    remove_experiment(experiment_name)
+    # saves: net_g_10, 10.state, net_g_20, 20.state -> killed while writing 20.state
+    _, output = run_train(opt, tmp_path, entry=os.path.join(os.path.dirname(__file__), 'kill_during_save.py'),
+                          env={'KILL_AT_SAVE': '4'}, check=False)
+    states = os.path.join(exp_dir, 'training_states')
+    assert sorted(n for n in os.listdir(states) if n.endswith('.state')) == ['10.state']  # 20.state never landed
+    assert any('.tmp' in n for n in os.listdir(states))  # the write the kill interrupted
+    _, output = run_train(opt, tmp_path, '--auto_resume')
+    assert 'iter: 10.' in output
     resumed = torch.load(os.path.join(models, 'net_g_latest.pth'), weights_only=True)['params']
     for key, value in uninterrupted.items():
         assert torch.equal(value, resumed[key]), key
