@@ -47,3 +47,48 @@ def experiment_name(request):
     remove_experiment(name)
     yield name
     remove_experiment(name)
+
+
+@pytest.fixture
+def fixed_patch_data(demo_data, tmp_path):
+    """Eight 128 px HR patches (and their LR) of exactly the training patch size: random crops and flips then draw
+    nothing different, so one process and two see the same global batches."""
+    import cv2
+    from scripts_loader import load_script
+    bicubic_lr = load_script('make_demo_data').bicubic_lr
+    root = tmp_path / 'patches'
+    for split in ('train', 'val'):
+        for folder in ('HR', 'LR_bicubic_x4'):
+            (root / split / folder).mkdir(parents=True)
+    hr_folder = os.path.join(demo_data, 'train', 'HR')
+    for k, name in enumerate(sorted(os.listdir(hr_folder))[:8]):
+        hr = cv2.imread(os.path.join(hr_folder, name))[:128, :128]
+        for split in ('train', 'val') if k < 2 else ('train', ):
+            cv2.imwrite(str(root / split / 'HR' / name), hr)
+            cv2.imwrite(str(root / split / 'LR_bicubic_x4' / name), bicubic_lr(hr[..., ::-1])[..., ::-1])
+    return str(root)
+
+
+@pytest.fixture
+def one_and_two_processes(tmp_path):
+    """``train(opt, files)`` runs ``opt`` as 1 process x batch 4 and as 2 processes x batch 2 (DDP, gloo), each under
+    its own experiment name (two runs of one name: BasicSR would archive the first), and returns the absolute
+    differences of every weight of the checkpoints ``files`` (in models/) between the two, flattened."""
+    from helpers import remove_experiment, run_train
+
+    def train(opt, files=('net_g_latest.pth', )):
+        name, weights = opt['name'], {}
+        for processes, batch in ((None, 4), (2, 2)):
+            opt['name'] = f'{name}_{batch}'
+            opt['datasets']['train']['batch_size_per_gpu'] = batch
+            try:
+                exp_dir, _ = run_train(opt, tmp_path, launcher=processes)
+                weights[processes] = [torch.load(os.path.join(exp_dir, 'models', file), weights_only=True)['params']
+                                      for file in files]
+            finally:
+                remove_experiment(opt['name'])
+        opt['name'] = name
+        return torch.cat([(double[key] - single[key]).abs().flatten()
+                          for single, double in zip(weights[None], weights[2]) for key in single])
+
+    return train

@@ -258,3 +258,39 @@ def test_train_and_test_options_agree(setting):
         assert 31.5e6 < sum(p.numel() for p in network.parameters()) < 32e6  # the paper's 31.7 M
         assert schedule['optim_g']['type'] == 'AdamW' and schedule['optim_g']['lr'] == 2e-4
         assert train['datasets']['train']['gt_size'] == 128 and train['datasets']['train']['batch_size_per_gpu'] == 8
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(fixed_patch_data, experiment_name,
+                                                                   one_and_two_processes):
+    """A narrow MEASNet under AllInOneModel, 2 processes x batch 2 against 1 process x batch 4 (4 iterations), on
+    the 32 px LR patches as both input and target (an identity task: any fixed pairs do, crops draw nothing).
+    DDP needs ``find_unused_parameters`` (each image uses 2 of the experts of every ensemble). Two things are off
+    here, on purpose:
+
+    - ``gate_noise: false``: STP-G-MESE's training noise comes from each process's own random stream (BasicSR seeds
+      rank r with seed + r), so with it on no two runs route alike.
+    - ``aux_weight: 0``: the load-balancing loss is a cv^2 over the tokens of the process's own batch, which does not
+      decompose over processes. With it on, DDP trains the average of the per-process load balances (as the
+      authors' code does under DDP), not the load balance of the global batch.
+
+    Tolerance, as for EA-Adam: the all-reduce sums in another order than one process does (differences ~1e-7), and
+    Adam's ``m / sqrt(v)`` turns such a difference into up to ``lr`` per step where an element's gradient is near
+    zero. So: at least 99.5% of the weights agree to 1e-5, and every weight to 2 x lr x steps."""
+    opt = load_options(os.path.join(REPO_ROOT, 'options', 'train_MEASNet_demo.yml'))
+    lr_folder = {split: os.path.join(fixed_patch_data, split, 'LR_bicubic_x4') for split in ('train', 'val')}
+    opt['datasets'] = {
+        'train': {'name': 'patches', 'type': 'PairedImageDataset', 'dataroot_gt': lr_folder['train'],
+                  'dataroot_lq': lr_folder['train'], 'io_backend': {'type': 'disk'}, 'gt_size': 32,
+                  'use_hflip': False, 'use_rot': False, 'num_worker_per_gpu': 0, 'dataset_enlarge_ratio': 1,
+                  'prefetch_mode': None},
+        'val': {'name': 'patches_val', 'type': 'PairedImageDataset', 'dataroot_gt': lr_folder['val'],
+                'dataroot_lq': lr_folder['val'], 'io_backend': {'type': 'disk'}}}
+    assert opt['find_unused_parameters'] is True
+    opt['network_g'].update(gate_noise=False)
+    opt['train'].update(aux_weight=0, total_iter=4, warmup_iter=-1)
+    opt['train']['scheduler']['periods'] = [2, 2]
+    opt['val']['val_freq'] = 100  # only the validation after training
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=100, use_tb_logger=False)
+    diffs = one_and_two_processes(opt)
+    lr, steps = opt['train']['optim_g']['lr'], opt['train']['total_iter']
+    assert (diffs <= 1e-5).float().mean() >= 0.995 and diffs.max() <= 2 * lr * steps, (diffs.max(), diffs.mean())

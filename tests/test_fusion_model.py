@@ -229,3 +229,23 @@ def test_training_pipeline_end_to_end(processes, demo_data, experiment_name, run
                                                    os.path.join(demo_data, 'val', 'LR_bicubic_x4'), out)
     state = torch.load(out, weights_only=True)['params']
     assert list(state) == list(build_network(BACKBONE).state_dict())
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(fixed_patch_data, experiment_name, run_files,
+                                                                   one_and_two_processes):
+    """2 processes x batch 2 against 1 process x batch 4 (4 iterations of the routers) on patches of exactly the
+    training size. L1 only, without ``gan_opt``: the VGGStyleDiscriminator's batch norm sees each process's batch
+    only, so with the GAN on, two processes train another discriminator (and so another generator) than one.
+
+    Tolerance, as for EA-Adam: the all-reduce sums in another order than one process does (differences ~1e-7), and
+    Adam's ``m / sqrt(v)`` turns such a difference into up to ``lr`` per step where an element's gradient is near
+    zero. So: at least 99.5% of the weights agree to 1e-5, and every weight to 2 x lr x steps."""
+    opt = point_at_demo_data(tiny_options(experiment_name, *run_files), fixed_patch_data)
+    opt['datasets']['train'].update(use_hflip=False, use_rot=False, dataset_enlarge_ratio=1)
+    opt['train'].pop('gan_opt')
+    opt['train']['total_iter'] = 4
+    opt['val']['val_freq'] = 100  # only the validation after training
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=100, use_tb_logger=False)
+    diffs = one_and_two_processes(opt)
+    lr, steps = opt['train']['optim_g']['lr'], opt['train']['total_iter']
+    assert (diffs <= 1e-5).float().mean() >= 0.995 and diffs.max() <= 2 * lr * steps, (diffs.max(), diffs.mean())

@@ -93,6 +93,29 @@ def test_noisy_router_is_deterministic_in_eval_and_seeded_noisy_in_training():
     assert draws[0][2].requires_grad and draws[0][2].item() > 0
 
 
+def test_router_without_noise_trains_on_the_clean_logits_and_draws_no_random_numbers():
+    """``noise=False`` (MEASNet's ``gate_noise=False``): training gates as eval does, the load is the hard count of
+    selections, the importance term still carries grad, and the global random stream is left untouched."""
+    router = NoisyTopKRouter(8, num_experts=4, top_k=2, noise=False)
+    torch.nn.init.normal_(router.w_gate.weight)
+    torch.nn.init.normal_(router.w_noise.weight)
+    x = torch.randn(64, 8)
+    router.eval()
+    expected = router(x)
+    router.train()
+    torch.manual_seed(0)
+    indices, gates, aux_loss = router(x)
+    after = torch.randn(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.randn(3))  # the router drew nothing
+    assert torch.equal(indices, expected[0]) and torch.equal(gates, expected[1])
+    importance = dense_gates(indices, gates, 4).sum(dim=0)
+    load = torch.bincount(indices.reshape(-1), minlength=4).float()
+    assert_close(aux_loss, load_balancing_loss(importance, load))
+    aux_loss.backward()
+    assert router.w_gate.weight.grad.abs().sum() > 0 and router.w_noise.weight.grad is None
+
+
 def make_experts(num_experts=6, dim=8):
     torch.manual_seed(0)
     experts = torch.nn.ModuleList([ExpertMLP(dim, 13) for _ in range(num_experts)])

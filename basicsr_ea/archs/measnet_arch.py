@@ -69,6 +69,8 @@ class MEASNet(nn.Module):
         prompt_dim, num_prompts: task prompt length and dictionary size.
         use_fdmee: FD-MEE at the start of each decoder level (after the skip concat and reduction).
         use_aflb: AdaIR's AFLB before each upsampling (after the latent and decoder levels 3 and 2, as in AdaIR).
+        gate_noise: STP-G-MESE's noisy gating in training (the paper's); ``False`` gates on the clean logits, so
+            training draws no random numbers in the routers (e.g. to compare runs whose random streams differ).
 
     ``forward(x)`` takes (B, inp_channels, H, W) of any size (reflect-padded to a multiple of 8 inside, cropped
     back) and returns only the restored image, so BasicSR's models train it as they are. The load-balancing loss
@@ -78,7 +80,8 @@ class MEASNet(nn.Module):
 
     def __init__(self, inp_channels=3, out_channels=3, dim=48, num_blocks=(4, 4, 6, 8), num_refinement_blocks=4,
                  heads=(1, 2, 4, 8), ffn_expansion_factor=2.66, bias=False, num_experts=6, top_k=2,
-                 stp_levels=(1, 2, 3), combine='sum', prompt_dim=256, num_prompts=32, use_aflb=True, use_fdmee=True):
+                 stp_levels=(1, 2, 3), combine='sum', prompt_dim=256, num_prompts=32, use_aflb=True, use_fdmee=True,
+                 gate_noise=True):
         super().__init__()
         if not set(stp_levels) <= {1, 2, 3}:
             raise ValueError(f'stp_levels must be among the encoder levels 1, 2, 3, got {stp_levels}')
@@ -92,7 +95,7 @@ class MEASNet(nn.Module):
 
         self.encoder = nn.ModuleList()
         for level, entry in enumerate([conv3x3(inp_channels, dim, bias), downsample(widths[0]), downsample(widths[1])]):
-            stp = (STPGMESE(widths[level], prompt_dim, num_experts, top_k, ffn_expansion_factor, combine)
+            stp = (STPGMESE(widths[level], prompt_dim, num_experts, top_k, ffn_expansion_factor, combine, gate_noise)
                    if level + 1 in stp_levels else None)
             self.encoder.append(EncoderLevel(entry, blocks(level), stp))
         self.latent = nn.Sequential(downsample(widths[2]), blocks(3))

@@ -98,13 +98,16 @@ class NoisyTopKRouter(nn.Module):
 
     Both weight matrices start at zero, as in the MoE code MEASNet builds on, so every expert starts equally likely.
     ``forward`` returns (indices, gates, aux_loss) with aux_loss the load-balancing loss in training and 0 in eval.
+    ``noise=False`` gates on the clean logits in training too (deterministic training, e.g. to compare runs whose
+    random streams differ); the load is then the hard count of selections and W_n stays unused (it is kept, so
+    checkpoints load either way).
     """
 
-    def __init__(self, in_features, num_experts, top_k, noise_eps=0.01):
+    def __init__(self, in_features, num_experts, top_k, noise_eps=0.01, noise=True):
         super().__init__()
         if not 0 < top_k <= num_experts:
             raise ValueError(f'top_k must be in [1, num_experts={num_experts}], got {top_k}')
-        self.num_experts, self.top_k, self.noise_eps = num_experts, top_k, noise_eps
+        self.num_experts, self.top_k, self.noise_eps, self.noise = num_experts, top_k, noise_eps, noise
         self.w_gate = nn.Linear(in_features, num_experts, bias=False)
         self.w_noise = nn.Linear(in_features, num_experts, bias=False)
         nn.init.zeros_(self.w_gate.weight)
@@ -115,11 +118,14 @@ class NoisyTopKRouter(nn.Module):
         if not self.training:
             indices, gates = top_k_gating(clean_logits, self.top_k)
             return indices, gates, clean_logits.new_zeros(())
-        noise_std = F.softplus(self.w_noise(x)) + self.noise_eps
-        noisy_logits = clean_logits + torch.randn_like(clean_logits) * noise_std
+        if self.noise:
+            noise_std = F.softplus(self.w_noise(x)) + self.noise_eps
+            noisy_logits = clean_logits + torch.randn_like(clean_logits) * noise_std
+        else:
+            noisy_logits = clean_logits
         indices, gates = top_k_gating(noisy_logits, self.top_k)
         importance = dense_gates(indices, gates, self.num_experts).sum(dim=0)
-        if self.top_k < self.num_experts:
+        if self.noise and self.top_k < self.num_experts:
             load = prob_in_top_k(clean_logits, noisy_logits, noise_std, self.top_k).sum(dim=0)
         else:
             load = torch.bincount(indices.reshape(-1), minlength=self.num_experts).to(gates)
@@ -166,15 +172,16 @@ class STPGMESE(nn.Module):
         num_experts, top_k: E experts, k of them per token.
         hidden_factor: expert MLP width as a multiple of C.
         combine: 'sum' or 'logsumexp' (see ``combine_expert_outputs``).
+        gate_noise: the router's training noise (see ``NoisyTopKRouter``'s ``noise``).
     """
 
-    def __init__(self, dim, prompt_dim, num_experts=6, top_k=2, hidden_factor=2.66, combine='sum'):
+    def __init__(self, dim, prompt_dim, num_experts=6, top_k=2, hidden_factor=2.66, combine='sum', gate_noise=True):
         super().__init__()
         if combine not in COMBINE_MODES:
             raise ValueError(f'combine must be one of {COMBINE_MODES}, got {combine!r}')
         self.combine = combine
         self.prompt_proj = nn.Linear(prompt_dim, dim)
-        self.router = NoisyTopKRouter(2 * dim, num_experts, top_k)
+        self.router = NoisyTopKRouter(2 * dim, num_experts, top_k, noise=gate_noise)
         self.experts = nn.ModuleList([ExpertMLP(dim, int(dim * hidden_factor)) for _ in range(num_experts)])
 
     def run_expert(self, e, tokens):
