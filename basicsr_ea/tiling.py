@@ -1,4 +1,5 @@
-"""Tiled inference: restore an image larger than memory allows in one pass, tile by tile.
+"""Restore an image of any size: tile by tile when it is larger than memory allows in one pass, padded to the sides
+the network accepts.
 
 Tiles overlap by ``overlap`` input pixels and are blended with weights that ramp linearly across each overlap, so
 there is no visible seam. For a network whose receptive field is smaller than the overlap (convolutional SR
@@ -6,6 +7,8 @@ networks), every output pixel covered by one tile only equals the single-pass ou
 operations (MEASNet's task prompt and channel attention) see each tile as an image of its own.
 """
 import torch
+
+from basicsr_ea.archs.arch_util import pad_to_multiple, size_multiple
 
 
 def tile_starts(length, tile, overlap):
@@ -30,6 +33,16 @@ def blend_weights(size, overlap, ramp_in, ramp_out):
     return weight
 
 
+def check_scale(output, lq, scale):
+    """``output`` if it is ``scale`` times ``lq``: a ``scale`` option that does not match the network would
+    otherwise crop or blend a wrong image without a word."""
+    (h, w), (out_h, out_w) = lq.shape[-2:], output.shape[-2:]
+    if (out_h, out_w) != (h * scale, w * scale):
+        raise ValueError(f'the network turned a {w}x{h} input into {out_w}x{out_h}, not x{scale}: does the scale '
+                         'option match the network?')
+    return output
+
+
 @torch.no_grad()
 def tiled_forward(net, lq, tile_size, overlap=16, scale=1):
     """``net(lq)`` computed on ``tile_size`` x ``tile_size`` tiles of ``lq`` (``[B, C, H, W]``) with ``overlap``
@@ -41,7 +54,8 @@ def tiled_forward(net, lq, tile_size, overlap=16, scale=1):
     output, weights = None, lq.new_zeros(1, 1, h * scale, w * scale)
     for top in tile_starts(h, tile_h, overlap):
         for left in tile_starts(w, tile_w, overlap):
-            out = net(lq[..., top:top + tile_h, left:left + tile_w])
+            tile = lq[..., top:top + tile_h, left:left + tile_w]
+            out = check_scale(net(tile), tile, scale)
             if output is None:
                 output = lq.new_zeros(b, out.shape[1], h * scale, w * scale)
             weight = torch.outer(
@@ -56,10 +70,11 @@ def tiled_forward(net, lq, tile_size, overlap=16, scale=1):
 TILE_KEYS = ('tile_size', 'tile_pad')
 
 
-def check_tile(tile):
+def check_tile(tile, multiple=1):
     """``(tile_size, tile_pad)`` of a top-level ``tile`` option (HAT's convention: ``tile: {tile_size: 256,
     tile_pad: 32}``, ``tile_pad`` the overlap in input pixels), or None without one; checked so that a typo fails
-    before the first image instead of silently restoring untiled."""
+    before the first image instead of silently restoring untiled. ``multiple``: the network's ``size_multiple``,
+    which every tile's sides must be."""
     if tile is None:
         return None
     if not isinstance(tile, dict):
@@ -75,31 +90,37 @@ def check_tile(tile):
         raise ValueError(f'tile.tile_size must be positive, got {size}.')
     if not 0 <= pad < size:
         raise ValueError(f'tile.tile_pad must lie in [0, tile_size={size}), got {pad}.')
+    if size % multiple:
+        raise ValueError(f'tile.tile_size must be a multiple of {multiple} for this network (its input sides must '
+                         f'be), got {size}.')
     return size, pad
 
 
-def restore(net, lq, tile, scale):
-    """``net(lq)``, or its ``tiled_forward`` when the ``tile`` option (see ``check_tile``) is set."""
-    tile = check_tile(tile)
-    if tile is None:
-        return net(lq)
-    return tiled_forward(net, lq, *tile, scale=scale)
+def restore(net, lq, tile=None, scale=1, multiple=1):
+    """``net(lq)`` for ``lq`` of any size: reflect-padded to sides that are multiples of ``multiple`` (the network's
+    ``size_multiple``), tile by tile when the ``tile`` option (see ``check_tile``) is set, cropped back to
+    ``scale`` times the input."""
+    tile = check_tile(tile, multiple)
+    h, w = lq.shape[-2:]
+    lq = pad_to_multiple(lq, multiple)
+    output = check_scale(net(lq), lq, scale) if tile is None else tiled_forward(net, lq, *tile, scale=scale)
+    return output[..., :h * scale, :w * scale]
 
 
 class TiledTestMixin:
-    """Gives a BasicSR ``SRModel`` the top-level ``tile`` option: ``test()`` restores tile by tile (with the EMA
-    network when there is one, as ``SRModel.test`` does) and the option is checked when the model is built."""
+    """Gives a BasicSR ``SRModel`` the top-level ``tile`` option and images of any size: ``test()`` pads to the
+    sides ``network_g`` accepts and restores tile by tile (with the EMA network when there is one, as
+    ``SRModel.test`` does); the option is checked when the model is built."""
 
     def __init__(self, opt):
-        check_tile(opt.get('tile'))
+        self.size_multiple = size_multiple(opt['network_g'])
+        check_tile(opt.get('tile'), self.size_multiple)
         super().__init__(opt)
 
     def test(self):
-        if self.opt.get('tile') is None:
-            super().test()
-            return
         net = getattr(self, 'net_g_ema', self.net_g)
         training = net.training
         net.eval()
-        self.output = restore(net, self.lq, self.opt['tile'], self.opt.get('scale', 1))
+        with torch.no_grad():
+            self.output = restore(net, self.lq, self.opt.get('tile'), self.opt.get('scale', 1), self.size_multiple)
         net.train(training)

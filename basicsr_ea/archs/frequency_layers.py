@@ -10,8 +10,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from basicsr_ea.archs.arch_util import pad_reflect
 from basicsr_ea.archs.moe_layers import GlobalRouter, sparse_dispatch
-from basicsr_ea.archs.restormer_blocks import LayerNorm2d, conv1x1, conv3x3, pad_reflect
+from basicsr_ea.archs.restormer_blocks import LayerNorm2d, conv1x1, conv3x3
 
 
 def apply_group_kernels(x, kernels):

@@ -14,7 +14,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from basicsr_ea.archs.aflb import AFLB
 from basicsr_ea.archs.frequency_layers import FDMEE
 from basicsr_ea.archs.moe_layers import STPGMESE, TaskPrompt
-from basicsr_ea.archs.restormer_blocks import conv1x1, conv3x3, downsample, pad_reflect, transformer_blocks, upsample
+from basicsr_ea.archs.arch_util import pad_to_multiple
+from basicsr_ea.archs.restormer_blocks import conv1x1, conv3x3, downsample, transformer_blocks, upsample
 
 
 class EncoderLevel(nn.Module):
@@ -111,7 +112,7 @@ class MEASNet(nn.Module):
 
     def forward(self, x):
         h, w = x.shape[-2:]
-        img = pad_reflect(x, (0, -w % 8, 0, -h % 8))
+        img = pad_to_multiple(x, 8)
         prompt = self.prompt(img) if self.prompt is not None else None
         feat, skips, aux_losses = img, [], []
         for level in self.encoder:

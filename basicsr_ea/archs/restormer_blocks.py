@@ -100,9 +100,3 @@ def downsample(dim):
 def upsample(dim):
     """Double the resolution, halve the channels: 3x3 conv to 2*dim, then PixelShuffle(2)."""
     return nn.Sequential(conv3x3(dim, dim * 2), nn.PixelShuffle(2))
-
-
-def pad_reflect(x, pad):
-    """``F.pad`` in reflect mode, replicate where a side is too small to reflect ``pad`` pixels."""
-    mode = 'reflect' if max(pad) < min(x.shape[-2:]) else 'replicate'
-    return F.pad(x, pad, mode=mode)

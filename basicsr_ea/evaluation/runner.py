@@ -7,6 +7,7 @@ from basicsr.metrics import calculate_metric
 from basicsr.utils import tensor2img
 from tqdm import tqdm
 
+from basicsr_ea.archs.arch_util import size_multiple
 from basicsr_ea.evaluation.inputs import (build_eval_dataset, build_metrics, check_checkpoints, check_keys,
                                           expand_models, load_network, require_keys)
 from basicsr_ea.tiling import check_tile, restore
@@ -44,18 +45,19 @@ def not_applicable(metric, img, img_name):
     return None
 
 
-def evaluate_dataset(net, dataset, metrics, device, unavailable, pbar, tile=None, scale=1):
+def evaluate_dataset(net, dataset, metrics, device, unavailable, pbar, tile=None, scale=1, multiple=1):
     """Mean of every metric over ``dataset`` for one network, computed as ``SRModel.nondist_validation`` does
     (``tensor2img`` of output and target, sum in dataset order, divide), so the values equal its values exactly.
     ``unavailable`` (metric name -> reason) carries missing weights over to the next models; ``tile`` is the
-    options' ``tile`` (``basicsr_ea.tiling.check_tile``), None for one pass per image."""
+    options' ``tile`` (``basicsr_ea.tiling.check_tile``), None for one pass per image; ``multiple`` the network's
+    ``size_multiple``."""
     sums = {name: 0 for name in metrics}
     reasons = {name: unavailable[name] for name in metrics if name in unavailable}
     for index in range(len(dataset)):
         data = dataset[index]
         img_name = os.path.basename(data.get('lq_path', str(index)))
         with torch.no_grad():
-            output = restore(net, data['lq'][None].to(device), tile, scale)
+            output = restore(net, data['lq'][None].to(device), tile, scale, multiple)
         sr_img, gt_img = tensor2img([output.detach().cpu()]), tensor2img([data['gt'][None]])
         if sr_img.shape != gt_img.shape:
             raise ValueError(f'{dataset.opt["name"]}: the output for {data.get("lq_path")} is {sr_img.shape[:2]}, '
@@ -99,6 +101,8 @@ def prepare(opt):
     metrics = build_metrics(protocol, opt.get('crop_border', scale if protocol == 'sr' else 0), opt.get('metrics'))
     models = expand_models(opt['models'])
     check_checkpoints(models)
+    for model in models:
+        check_tile(opt.get('tile'), size_multiple(model.network))
     if not isinstance(opt['datasets'], dict) or not opt['datasets']:
         raise ValueError('Options: datasets must be a non-empty mapping of name to folders.')
     if protocol == 'allinone' and AVERAGE in opt['datasets']:
@@ -125,7 +129,8 @@ def run_evaluation(opt, progress=True):
             row = table.cells[model.label] = {}
             for name, dataset in datasets.items():
                 pbar.set_postfix_str(f'{model.label} | {name}')
-                values = evaluate_dataset(net, dataset, metrics, device, unavailable, pbar, opt.get('tile'), scale)
+                values = evaluate_dataset(net, dataset, metrics, device, unavailable, pbar, opt.get('tile'), scale,
+                                          size_multiple(model.network))
                 row.update({(name, metric): value for metric, value in values.items()})
             if protocol == 'allinone':
                 row.update({(AVERAGE, metric): average_over_tasks(row, datasets, metric) for metric in metrics})

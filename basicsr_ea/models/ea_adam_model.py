@@ -29,12 +29,13 @@ from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 
+from basicsr_ea.archs.arch_util import size_multiple
 from basicsr_ea.compat import set_vgg_weights_path
 from basicsr_ea.models.ea_report import normalized_hypervolumes, objectives_table, save_front_plot
 from basicsr_ea.models.fitness import FitnessEvaluator, PerceptualObjective, build_objective, load_fitness_patches
 from basicsr_ea.optim import build_optimizer
 from basicsr_ea.optim.ea_adam import EAAdam
-from basicsr_ea.tiling import restore
+from basicsr_ea.tiling import check_tile, restore
 
 EA_OPTION_TYPES = {'interval': int, 'generations': int, 'batch_size': int, 'objectives': list, 'fitness': dict}
 
@@ -89,6 +90,8 @@ class EAAdamModel(BaseModel):
         self.population_size = opt['train'].get('population_size', 5) if self.is_train else opt['population_size']
         if self.population_size < 2:
             raise ValueError(f'EA-Adam needs a population of at least 2, got population_size={self.population_size}')
+        self.size_multiple = size_multiple(opt['network_g'])
+        check_tile(opt.get('tile'), self.size_multiple)
         self.net_g = nn.ModuleList(build_network(opt['network_g']) for _ in range(self.population_size)).to(self.device)
         self.print_network(self.net_g[0])
         if not opt['path'].get('resume_state'):
@@ -282,7 +285,8 @@ class EAAdamModel(BaseModel):
             self.feed_data(data)
             gt_img = tensor2img(self.gt) if 'gt' in data else None
             for i, net in enumerate(self.net_g):
-                sr_img = tensor2img(restore(net, self.lq, self.opt.get('tile'), self.opt.get('scale', 1)))
+                sr_img = tensor2img(restore(net, self.lq, self.opt.get('tile'), self.opt.get('scale', 1),
+                                            self.size_multiple))
                 for name, metric_opt in metrics_opt.items():
                     results[f'{name}_{i}'] += calculate_metric({'img': sr_img, 'img2': gt_img}, metric_opt)
         self.net_g.train()
