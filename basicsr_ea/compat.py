@@ -35,6 +35,7 @@ from basicsr.utils import dist_util, file_client, img_util  # noqa: E402
 from basicsr.utils.misc import check_resume, scandir  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
+from basicsr_ea.image_formats import decode_color  # noqa: E402
 from basicsr_ea.utils import atomic_torch_save, get_rng_states, set_rng_states  # noqa: E402
 
 # Where a resumed run stands in its data: set by ``load_resume_state``, consumed by the train sampler's first epoch.
@@ -217,7 +218,11 @@ _IMREAD_FLAGS = {'color': cv2.IMREAD_COLOR, 'grayscale': cv2.IMREAD_GRAYSCALE, '
 
 def _imfrombytes(content, flag='color', float32=False):
     """BasicSR's ``imfrombytes`` returns None for bytes that are not an image, which fails later as an AttributeError
-    far from the file; raise ValueError (callers add the file's name)."""
+    far from the file, cuts 16-bit images to 8 bits and silently drops an alpha channel. Colour float images (what
+    every BasicSR dataset reads) come from ``image_formats.decode_color``: full bit depth, transparent images
+    refused; other reads raise ValueError for bytes that are not an image (callers add the file's name)."""
+    if flag == 'color' and float32:
+        return decode_color(content)
     img = cv2.imdecode(np.frombuffer(content, np.uint8), _IMREAD_FLAGS[flag])
     if img is None:
         raise ValueError('the file is not an image OpenCV can decode (corrupt or truncated).')

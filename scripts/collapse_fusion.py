@@ -13,13 +13,14 @@ import argparse
 import os
 import sys
 
-import cv2
 import torch
 import yaml
 
 import basicsr_ea  # noqa: F401  (repairs BasicSR, registers PopulationFusion)
 from basicsr.archs import build_network
 from basicsr.utils import img2tensor, scandir
+from basicsr_ea.archs.arch_util import pad_to_multiple, size_multiple
+from basicsr_ea.image_formats import read_image
 from basicsr_ea.utils import atomic_torch_save
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
@@ -33,34 +34,38 @@ def calibration_images(folder):
     return paths
 
 
-def load_fusion(opt_path, checkpoint, param_key='params', device='cpu'):
-    """The fused network of the options with the trained routers of ``checkpoint``, in eval mode."""
+def fusion_options(opt_path):
+    """``network_g`` of the options, checked to be a PopulationFusion."""
     with open(opt_path, encoding='utf-8') as f:
         net_opt = yaml.safe_load(f)['network_g']
     if net_opt['type'] != 'PopulationFusion':
         raise ValueError(f'{opt_path}: network_g is a {net_opt["type"]}, not a PopulationFusion')
-    net = build_network(net_opt)
+    return net_opt
+
+
+def load_fusion(opt_path, checkpoint, param_key='params', device='cpu'):
+    """The fused network of the options with the trained routers of ``checkpoint``, in eval mode."""
+    net = build_network(fusion_options(opt_path))
     state = torch.load(checkpoint, map_location='cpu', weights_only=True)
     net.load_state_dict({k.removeprefix('module.'): v for k, v in state[param_key].items()})
     return net.to(device).eval()
 
 
 @torch.no_grad()
-def calibrate(net, image_paths, device='cpu'):
-    """``{site: mean mixing weights (K,)}`` of ``net`` over the images (BGR files read as RGB in [0, 1])."""
+def calibrate(net, image_paths, multiple=1, device='cpu'):
+    """``{site: mean mixing weights (K,)}`` of ``net`` over the images (colour in [0, 1] at full bit depth, alpha
+    left out), each padded to sides that are multiples of ``multiple`` (the backbone's ``size_multiple``)."""
     with net.calibration() as calibration:
         for path in image_paths:
-            image = cv2.imread(path, cv2.IMREAD_COLOR)
-            if image is None:
-                raise ValueError(f'cannot read calibration image {path}')
-            net(img2tensor(image.astype('float32') / 255., bgr2rgb=True, float32=True)[None].to(device))
+            color, _, _ = read_image(path)
+            net(pad_to_multiple(img2tensor(color, bgr2rgb=True, float32=True)[None].to(device), multiple))
     return calibration.mean_weights()
 
 
 def collapse_fusion(opt_path, checkpoint, calib, out, param_key='params', device='cpu'):
     """Write the collapsed backbone to ``out`` (atomically); returns the per-site mean weights it used."""
     net = load_fusion(opt_path, checkpoint, param_key, device)
-    weights = calibrate(net, calibration_images(calib), device)
+    weights = calibrate(net, calibration_images(calib), size_multiple(fusion_options(opt_path)), device)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     atomic_torch_save({'params': net.collapsed_state_dict(weights)}, out)
     return weights

@@ -19,6 +19,9 @@ is lost. The cases tested elsewhere:
   tests/test_allinone_data.py::test_empty_task_and_unpaired_image_are_errors_naming_the_path
 - non-finite gradients given to EA-Adam:
   tests/test_ea_adam_optimizer.py::test_set_mixed_gradients_refuses_non_finite_gradients
+- real images: a transparent image in a dataset or an evaluation set, float or 2-channel samples, an output type
+  that would drop alpha or 16 bits, a scale option that does not match the network, a tile size off the arch's
+  multiple, a network that is not 3-channel: tests/test_real_images.py and tests/test_image_formats.py
 
 The cases below are BasicSR's paired data (what the SR configs train on), LMDBs, images, checkpoints and batches.
 """

@@ -1,5 +1,6 @@
 """What an evaluation reads, each checked before the first network runs: the model rows (single checkpoints and
 EA-Adam populations), the test sets (BasicSR's paired folders or any registered dataset) and the metrics."""
+import io
 import os
 import re
 from copy import deepcopy
@@ -11,6 +12,8 @@ from basicsr.data import build_dataset
 from basicsr.data.paired_image_dataset import PairedImageDataset
 from basicsr.utils import scandir
 from PIL import Image
+
+from basicsr_ea.image_formats import decode_color, has_alpha
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 # Column titles, directions and decimals of the metrics the protocols know, by BasicSR metric type.
@@ -128,13 +131,20 @@ def load_network(model, device):
     return net.to(device).eval()
 
 
-def image_size(path):
-    """(width, height) from the file header, without decoding the pixels."""
+def checked_image_size(path):
+    """(width, height) from the file header, without decoding the pixels, unless the image has an alpha channel:
+    then it is decoded as the dataset will decode it, so that a transparent image fails before any network runs."""
+    with open(path, 'rb') as f:
+        content = f.read()
     try:
-        with Image.open(path) as img:
+        if has_alpha(content):
+            decode_color(content)
+        with Image.open(io.BytesIO(content)) as img:
             return img.size
+    except ValueError as err:
+        raise ValueError(f'{path}: {err}') from err
     except OSError as err:
-        raise ValueError(f'{path} is not a readable image: {err}') from err
+        raise ValueError(f'{path} is not an image PIL can read ({err.__class__.__name__}).') from err
 
 
 def check_paired_folders(name, gt_folder, lq_folder, scale, filename_tmpl='{}'):
@@ -163,7 +173,7 @@ def check_paired_folders(name, gt_folder, lq_folder, scale, filename_tmpl='{}'):
         raise ValueError(f'Dataset {name}: {os.path.join(lq_folder, lq_file)} has no gt partner in {gt_folder}.')
     for lq_file, gt_file in pairs.items():
         gt_path, lq_path = os.path.join(gt_folder, gt_file), os.path.join(lq_folder, lq_file)
-        (gt_w, gt_h), (lq_w, lq_h) = image_size(gt_path), image_size(lq_path)
+        (gt_w, gt_h), (lq_w, lq_h) = checked_image_size(gt_path), checked_image_size(lq_path)
         if (lq_w, lq_h) != (gt_w // scale, gt_h // scale):
             raise ValueError(f'Dataset {name}: {lq_path} is {lq_w}x{lq_h} but {gt_path} is {gt_w}x{gt_h}: not x{scale} '
                              f'(expected {gt_w // scale}x{gt_h // scale}).')
