@@ -54,6 +54,7 @@ def has_alpha(content):
 
 
 def exif_orientation(content):
+    """The EXIF orientation tag of encoded image bytes (1, upright, when there is none)."""
     try:
         with Image.open(io.BytesIO(content)) as img:
             return img.getexif().get(EXIF_ORIENTATION, 1)
@@ -65,14 +66,14 @@ def decode(content):
     """Encoded bytes -> the image as stored (HxW grey, HxWx3 BGR or HxWx4 BGRA; uint8 or uint16), upright. OpenCV
     applies the EXIF orientation unless asked for the alpha channel, so with alpha it is applied here."""
     buffer = np.frombuffer(content, np.uint8)
-    if has_alpha(content):
-        img = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
-        if img is not None and (img.ndim != 3 or img.shape[2] != 4):  # OpenCV drops it (grey + alpha TIFF)
-            raise ValueError('the file has an alpha channel OpenCV cannot decode; save it as PNG.')
-        orientation = exif_orientation(content) if img is not None else 1
-        img = np.ascontiguousarray(UPRIGHT[orientation](img)) if orientation in UPRIGHT else img
-    else:
+    if not has_alpha(content):
         img = cv2.imdecode(buffer, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
+    else:
+        img = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+        if img is not None:
+            if img.ndim != 3 or img.shape[2] != 4:  # OpenCV drops it (grey + alpha TIFF)
+                raise ValueError('the file has an alpha channel OpenCV cannot decode; save it as PNG.')
+            img = np.ascontiguousarray(UPRIGHT.get(exif_orientation(content), np.asarray)(img))
     if img is None:
         raise ValueError('the file is not an image OpenCV can decode (corrupt or truncated).')
     return img

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from basicsr.archs import build_network
 from basicsr.data.paired_image_dataset import PairedImageDataset
 from basicsr.metrics import calculate_psnr
@@ -184,7 +185,6 @@ def run_inference(argv):
 
 
 def write_options(tmp_path, opt):
-    import yaml
     path = str(tmp_path / 'net.yml')
     with open(path, 'w') as f:
         yaml.safe_dump(opt, f)
