@@ -14,6 +14,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from basicsr_ea.files import write_atomic
+
+# The image files this project reads: datasets, evaluation sets, inference inputs, calibration sets, LMDB sources.
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 MAX_VALUES = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}
 # Extensions OpenCV writes 16-bit samples to, and those it writes an alpha channel to.
 SIXTEEN_BIT_EXTENSIONS = ('.png', '.tif', '.tiff')
@@ -65,6 +69,8 @@ def exif_orientation(content):
 def decode(content):
     """Encoded bytes -> the image as stored (HxW grey, HxWx3 BGR or HxWx4 BGRA; uint8 or uint16), upright. OpenCV
     applies the EXIF orientation unless asked for the alpha channel, so with alpha it is applied here."""
+    if not content:
+        raise ValueError('the file is empty (0 bytes).')
     buffer = np.frombuffer(content, np.uint8)
     if not has_alpha(content):
         img = cv2.imdecode(buffer, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
@@ -114,6 +120,30 @@ def decode_color(content):
     return color
 
 
+OPENCV_FLAGS = {'color': cv2.IMREAD_COLOR, 'grayscale': cv2.IMREAD_GRAYSCALE, 'unchanged': cv2.IMREAD_UNCHANGED}
+
+
+def decode_opencv(content, flag='grayscale'):
+    """Encoded bytes -> OpenCV's ``imdecode`` with BasicSR's ``flag`` (``color``, ``grayscale``, ``unchanged``),
+    raising instead of returning None for bytes that are not an image."""
+    img = cv2.imdecode(np.frombuffer(content, np.uint8), OPENCV_FLAGS[flag]) if content else None
+    if img is None:
+        raise ValueError('the file is empty or not an image OpenCV can decode (corrupt or truncated).')
+    return img
+
+
+def read_color(file_client, path, client_key='default'):
+    """``decode_color`` of the image ``path`` read through a BasicSR ``FileClient`` (a file, or a key of the LMDB
+    ``client_key``), with errors that name it."""
+    content = file_client.get(path, client_key)
+    if content is None:  # BasicSR's LmdbBackend for a key it does not hold
+        raise KeyError(f'key {path} is missing from the LMDB {client_key}.')
+    try:
+        return decode_color(content)
+    except ValueError as err:
+        raise ValueError(f'{path}: {err}') from err
+
+
 def read_image(path):
     """(colour, alpha, format) of the image file ``path`` (see ``split_image``)."""
     with open(path, 'rb') as f:
@@ -151,6 +181,9 @@ def check_writable(path, image_format, with_alpha):
 
 
 def write_image(path, img):
-    """``cv2.imwrite`` that raises instead of returning False."""
-    if not cv2.imwrite(path, img):
-        raise OSError(f'could not write {path}.')
+    """``cv2.imwrite`` that raises instead of returning False (and leaving a 0-byte file on a full disk): encoded
+    in memory, written atomically, its size checked."""
+    ok, encoded = cv2.imencode(os.path.splitext(path)[1] or '.png', img)
+    if not ok:
+        raise ValueError(f'OpenCV cannot encode a {img.dtype} image of shape {img.shape} as {path}.')
+    write_atomic(path, encoded.tobytes())

@@ -6,9 +6,12 @@ there is no visible seam. For a network whose receptive field is smaller than th
 networks), every output pixel covered by one tile only equals the single-pass output exactly; networks with global
 operations (MEASNet's task prompt and channel attention) see each tile as an image of its own.
 """
+from dataclasses import dataclass
+
 import torch
 
 from basicsr_ea.archs.arch_util import pad_to_multiple, size_multiple
+from basicsr_ea.options import OptionError, parse
 
 
 def tile_starts(length, tile, overlap):
@@ -67,43 +70,41 @@ def tiled_forward(net, lq, tile_size, overlap=16, scale=1):
     return output / weights
 
 
-TILE_KEYS = ('tile_size', 'tile_pad')
+@dataclass(frozen=True)
+class Tile:
+    """The top-level ``tile`` option (HAT's convention: ``tile: {tile_size: 256, tile_pad: 32}``), ``tile_pad``
+    being the overlap of neighbouring tiles in input pixels."""
+    tile_size: int
+    tile_pad: int
+
+    def __post_init__(self):
+        if self.tile_size <= 0:
+            raise OptionError(f'tile_size: must be positive, got {self.tile_size}')
+        if not 0 <= self.tile_pad < self.tile_size:
+            raise OptionError(f'tile_pad: must lie in [0, tile_size={self.tile_size}), got {self.tile_pad}')
+
+    def check_multiple(self, multiple):
+        """Every tile's sides must be a multiple of the network's ``size_multiple``."""
+        if self.tile_size % multiple:
+            raise OptionError(f'tile.tile_size: must be a multiple of {multiple} for this network (its input sides '
+                              f'must be), got {self.tile_size}')
+        return self
 
 
-def check_tile(tile, multiple=1):
-    """``(tile_size, tile_pad)`` of a top-level ``tile`` option (HAT's convention: ``tile: {tile_size: 256,
-    tile_pad: 32}``, ``tile_pad`` the overlap in input pixels), or None without one; checked so that a typo fails
-    before the first image instead of silently restoring untiled. ``multiple``: the network's ``size_multiple``,
-    which every tile's sides must be."""
-    if tile is None:
-        return None
-    if not isinstance(tile, dict):
-        raise ValueError(f'tile: expected a mapping {{tile_size: ..., tile_pad: ...}}, got {tile!r}.')
-    unknown = sorted(set(tile) - set(TILE_KEYS))
-    if unknown:
-        raise ValueError(f'tile: unknown option(s) {", ".join(unknown)}; allowed: {", ".join(TILE_KEYS)}.')
-    for key in TILE_KEYS:
-        if not isinstance(tile.get(key), int) or isinstance(tile[key], bool):
-            raise ValueError(f'tile.{key}: expected an integer, got {tile.get(key)!r}.')
-    size, pad = tile['tile_size'], tile['tile_pad']
-    if size <= 0:
-        raise ValueError(f'tile.tile_size must be positive, got {size}.')
-    if not 0 <= pad < size:
-        raise ValueError(f'tile.tile_pad must lie in [0, tile_size={size}), got {pad}.')
-    if size % multiple:
-        raise ValueError(f'tile.tile_size must be a multiple of {multiple} for this network (its input sides must '
-                         f'be), got {size}.')
-    return size, pad
+def parse_tile(tile, multiple=1):
+    """The ``Tile`` of a ``tile`` option (checked against the network's ``size_multiple``), or None without one:
+    a typo fails before the first image instead of silently restoring untiled."""
+    return None if tile is None else parse(Tile, tile, 'tile').check_multiple(multiple)
 
 
 def restore(net, lq, tile=None, scale=1, multiple=1):
     """``net(lq)`` for ``lq`` of any size: reflect-padded to sides that are multiples of ``multiple`` (the network's
-    ``size_multiple``), tile by tile when the ``tile`` option (see ``check_tile``) is set, cropped back to
-    ``scale`` times the input."""
-    tile = check_tile(tile, multiple)
+    ``size_multiple``), tile by tile with a ``Tile`` (None: one pass), cropped back to ``scale`` times the
+    input."""
     h, w = lq.shape[-2:]
     lq = pad_to_multiple(lq, multiple)
-    output = check_scale(net(lq), lq, scale) if tile is None else tiled_forward(net, lq, *tile, scale=scale)
+    output = (check_scale(net(lq), lq, scale) if tile is None else
+              tiled_forward(net, lq, tile.tile_size, tile.tile_pad, scale=scale))
     return output[..., :h * scale, :w * scale]
 
 
@@ -114,7 +115,7 @@ class TiledTestMixin:
 
     def __init__(self, opt):
         self.size_multiple = size_multiple(opt['network_g'])
-        check_tile(opt.get('tile'), self.size_multiple)
+        self.tile = parse_tile(opt.get('tile'), self.size_multiple)
         super().__init__(opt)
 
     def test(self):
@@ -122,5 +123,5 @@ class TiledTestMixin:
         training = net.training
         net.eval()
         with torch.no_grad():
-            self.output = restore(net, self.lq, self.opt.get('tile'), self.opt.get('scale', 1), self.size_multiple)
+            self.output = restore(net, self.lq, self.tile, self.opt.get('scale', 1), self.size_multiple)
         net.train(training)

@@ -2,11 +2,26 @@
 
     python basicsr_ea/train.py -opt options/train_EAAdam_x4.yml [--auto_resume] [--debug]
     torchrun --nproc_per_node=N basicsr_ea/train.py -opt X.yml --launcher pytorch
+
+The pipeline runs with BasicSR 1.4.2's repairs (``compat.PipelineRepairs``) and the project's option checks
+(``startup.check_training_options``) before any folder is made or image read; a user's mistake is one line (see
+``cli``).
 """
 import os.path as osp
 
-import basicsr_ea  # noqa: F401  (repairs BasicSR, registers the plugin)
+import basicsr_ea  # noqa: F401  (repairs BasicSR's import, registers the plugin)
 from basicsr.train import train_pipeline
+from basicsr_ea.cli import run
+from basicsr_ea.compat import PipelineRepairs
+from basicsr_ea.startup import check_training_options
+
+ROOT = osp.abspath(osp.join(__file__, osp.pardir, osp.pardir))
+
+
+def main():
+    with PipelineRepairs(check_options=check_training_options):
+        train_pipeline(ROOT)
+
 
 if __name__ == '__main__':
-    train_pipeline(osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))
+    run(main)

@@ -11,17 +11,13 @@ def import_modules_with_suffix(package, package_file, suffix):
             importlib.import_module(f'{package}.{file_name[:-3]}')
 
 
-def atomic_torch_save(obj, path):
-    """``torch.save`` to a temporary file in the same folder, then rename: a crash or a full disk while saving
-    leaves the previous file intact instead of a truncated one."""
+def resolve_device(name='auto'):
+    """The device of a ``device`` option: ``auto`` (or None) is this process's current GPU when there is one, else
+    the CPU; any other value is what torch calls it (``cpu``, ``cuda:1``)."""
     import torch
-    tmp_path = f'{path}.tmp{os.getpid()}'
-    try:
-        torch.save(obj, tmp_path)
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    if name in (None, 'auto'):
+        return torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() else torch.device('cpu')
+    return torch.device(name)
 
 
 def get_rng_states():

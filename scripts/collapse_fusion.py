@@ -11,7 +11,6 @@ costs one backbone. Relative paths in the options are read from the working dire
 """
 import argparse
 import os
-import sys
 
 import torch
 import yaml
@@ -20,17 +19,17 @@ import basicsr_ea  # noqa: F401  (repairs BasicSR, registers PopulationFusion)
 from basicsr.archs import build_network
 from basicsr.utils import img2tensor, scandir
 from basicsr_ea.archs.arch_util import pad_to_multiple, size_multiple
-from basicsr_ea.image_formats import read_image
-from basicsr_ea.utils import atomic_torch_save
-
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+from basicsr_ea.image_formats import IMAGE_EXTENSIONS, read_image
+from basicsr_ea.checkpoints import build_and_load, save_checkpoint
+from basicsr_ea.cli import run
+from basicsr_ea.utils import resolve_device
 
 
 def calibration_images(folder):
     """The image files of ``folder`` (recursively), sorted by path so the result does not depend on the file system."""
-    paths = sorted(os.path.join(folder, p) for p in scandir(folder, suffix=IMAGE_SUFFIXES, recursive=True))
+    paths = sorted(os.path.join(folder, p) for p in scandir(folder, suffix=IMAGE_EXTENSIONS, recursive=True))
     if not paths:
-        raise FileNotFoundError(f'no calibration images ({", ".join(IMAGE_SUFFIXES)}) in {folder}')
+        raise FileNotFoundError(f'no calibration images ({", ".join(IMAGE_EXTENSIONS)}) in {folder}')
     return paths
 
 
@@ -45,10 +44,7 @@ def fusion_options(opt_path):
 
 def load_fusion(opt_path, checkpoint, param_key='params', device='cpu'):
     """The fused network of the options with the trained routers of ``checkpoint``, in eval mode."""
-    net = build_network(fusion_options(opt_path))
-    state = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    net.load_state_dict({k.removeprefix('module.'): v for k, v in state[param_key].items()})
-    return net.to(device).eval()
+    return build_and_load(fusion_options(opt_path), checkpoint, param_key).to(device)
 
 
 @torch.no_grad()
@@ -67,7 +63,7 @@ def collapse_fusion(opt_path, checkpoint, calib, out, param_key='params', device
     net = load_fusion(opt_path, checkpoint, param_key, device)
     weights = calibrate(net, calibration_images(calib), size_multiple(fusion_options(opt_path)), device)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    atomic_torch_save({'params': net.collapsed_state_dict(weights)}, out)
+    save_checkpoint({'params': net.collapsed_state_dict(weights)}, out)
     return weights
 
 
@@ -78,12 +74,11 @@ def main(argv=None):
     parser.add_argument('--calib', required=True, help='folder of LR calibration images')
     parser.add_argument('--out', required=True, help='where to write the collapsed backbone checkpoint')
     parser.add_argument('--param_key', default='params', help='params, or params_ema for an EMA run')
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--device', default='auto', help='auto (CUDA when available), cpu, cuda, cuda:1, ...')
+    parser.add_argument('--debug', action='store_true', help='tracebacks instead of one-line errors')
     args = parser.parse_args(argv)
-    try:
-        weights = collapse_fusion(args.opt, args.checkpoint, args.calib, args.out, args.param_key, args.device)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError, TypeError) as err:
-        sys.exit(f'error: {err}')
+    weights = run(lambda: collapse_fusion(args.opt, args.checkpoint, args.calib, args.out, args.param_key,
+                                          resolve_device(args.device)), argv)
     print(f'{len(weights)} sites averaged; collapsed backbone written to {args.out}')
 
 

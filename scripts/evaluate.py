@@ -7,11 +7,12 @@ Relative paths in the options are read from the working directory, as BasicSR's 
 """
 import argparse
 import os
-import sys
 
 import basicsr_ea  # noqa: F401  (repairs BasicSR, registers the plugin's archs and metrics)
 from basicsr_ea.evaluation import evaluate, load_options
+from basicsr_ea.cli import run
 from basicsr_ea.evaluation.report import markdown
+from basicsr_ea.options import OptionError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,12 +22,17 @@ def main(argv=None):
     parser.add_argument('-opt', required=True, help='evaluation options (YAML), e.g. options/eval_demo.yml')
     parser.add_argument('--results_root', default=os.path.join(REPO_ROOT, 'results'))
     parser.add_argument('--no_progress', action='store_true', help='no progress bar')
+    parser.add_argument('--debug', action='store_true', help='tracebacks instead of one-line errors')
     args = parser.parse_args(argv)
+    run(lambda: report(args), argv)
+
+
+def report(args):
+    opt = load_options(args.opt)
     try:
-        opt = load_options(args.opt)
         table = evaluate(opt, args.results_root, progress=not args.no_progress)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
-        sys.exit(f'error: {err}')
+    except OptionError as err:
+        raise OptionError(f'{args.opt}: {err}') from err
     print(markdown(table))
     folder = os.path.join(args.results_root, opt['name'])
     print(f'Written to {folder}: table.md, table.csv', end='')

@@ -21,6 +21,14 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def pipeline_repairs():
+    """BasicSR with the repairs ``basicsr_ea/train.py`` runs its pipeline with (``compat.PipelineRepairs``)."""
+    from basicsr_ea.compat import PipelineRepairs
+    with PipelineRepairs() as repairs:
+        yield repairs
+
+
 @pytest.fixture(scope='session')
 def demo_data(tmp_path_factory):
     """The x4 SR demo data set (folders and LMDB), built once per test session."""

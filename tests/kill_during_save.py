@@ -5,20 +5,19 @@ import runpy
 import signal
 import sys
 
-import torch
-
 KILL_AT_SAVE = int(os.environ['KILL_AT_SAVE'])
 TRAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'basicsr_ea', 'train.py')
-_save, _calls = torch.save, []
+_replace, _calls = os.replace, []
 
 
-def save_then_die(obj, f, *args, **kwargs):
-    _save(obj, f, *args, **kwargs)
-    _calls.append(f)
-    if len(_calls) == KILL_AT_SAVE:
-        os.kill(os.getpid(), signal.SIGKILL)
+def die_before_rename(src, dst, *args, **kwargs):
+    if str(dst).endswith(('.pth', '.state')):
+        _calls.append(dst)
+        if len(_calls) == KILL_AT_SAVE:
+            os.kill(os.getpid(), signal.SIGKILL)
+    _replace(src, dst, *args, **kwargs)
 
 
-torch.save = save_then_die
+os.replace = die_before_rename  # basicsr_ea.files.write_atomic renames each finished temporary file into place
 sys.argv[0] = TRAIN
 runpy.run_path(TRAIN, run_name='__main__')

@@ -14,7 +14,9 @@ from scripts_loader import load_script
 from test_lpips_metric import save_random_backbone
 
 from basicsr_ea.evaluation import AVERAGE, evaluate, run_evaluation
-from basicsr_ea.evaluation.inputs import expand_models
+from basicsr_ea.evaluation.inputs import ModelOptions, expand_models
+from basicsr_ea.checkpoints import CheckpointError
+from basicsr_ea.options import OptionError, parse
 
 SR_NET = {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'upscale': 4}
 DENOISE_NET = {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_conv': 2,
@@ -56,7 +58,7 @@ def sr_data(tmp_path_factory):
     small = write_pairs(str(root / 'small'), [('a', 48, 40), ('b', 42, 50)])
     big = write_pairs(str(root / 'big'), [('c', 104, 200)], seed=5)
     population = root / 'population'
-    for i in (0, 1, 2, 10):
+    for i in range(4):
         save_checkpoint(str(population / f'net_g_{i}_latest.pth'), SR_NET, seed=10 + i)
     save_checkpoint(str(population / 'net_g_1_120.pth'), SR_NET, seed=20)
     save_checkpoint(str(population / 'net_d_0_latest.pth'), SR_NET, seed=21)
@@ -106,7 +108,7 @@ def test_tables_plot_and_not_applicable_cells(sr_data, tmp_path):
                      metrics={'lpips': {'backbone_path': alexnet_path}, 'dists': {'backbone_path': missing_vgg}})
     opt['models'].append({'label': 'EA #{i}', 'network': SR_NET, 'population': sr_data['population']})
     table = evaluate(opt, str(tmp_path / 'results'), progress=False)
-    labels = ['PSNR model', 'EA #0', 'EA #1', 'EA #2', 'EA #10']
+    labels = ['PSNR model', 'EA #0', 'EA #1', 'EA #2', 'EA #3']
     folder = tmp_path / 'results' / 'pytest_eval'
 
     with open(folder / 'table.csv', newline='') as f:
@@ -141,15 +143,19 @@ def test_plot_falls_back_to_niqe_then_says_why(sr_data, tmp_path):
     assert sorted(os.listdir(tmp_path / 'pytest_eval')) == ['pd_big.png', 'table.csv', 'table.md']
 
 
-def test_population_rows_in_index_order_for_the_iteration(sr_data):
-    entry = {'label': 'EA-Adam #{i} @{iter}', 'network': SR_NET, 'population': sr_data['population']}
-    models = expand_models([entry])
-    assert [m.label for m in models] == ['EA-Adam #0 @latest', 'EA-Adam #1 @latest', 'EA-Adam #2 @latest',
-                                         'EA-Adam #10 @latest']
-    assert [os.path.basename(m.checkpoint) for m in models] == [f'net_g_{i}_latest.pth' for i in (0, 1, 2, 10)]
+def test_population_rows_in_index_order_for_the_iteration(tmp_path):
+    for name in [f'net_g_{i}_latest.pth' for i in range(11)] + ['net_g_0_120.pth', 'net_d_0_latest.pth']:
+        (tmp_path / name).write_bytes(b'')
+    entry = {'label': 'EA-Adam #{i} @{iter}', 'network': SR_NET, 'population': str(tmp_path)}
+    models = expand_models([parse(ModelOptions, entry, 'models[0]')])
+    assert [m.label for m in models] == [f'EA-Adam #{i} @latest' for i in range(11)]  # 10 after 9, not after 1
+    assert [os.path.basename(m.checkpoint) for m in models] == [f'net_g_{i}_latest.pth' for i in range(11)]
     assert {m.front for m in models} == {'EA-Adam @latest'}
-    models = expand_models([dict(entry, iter=120, front_label='front')])
-    assert [(m.label, m.front) for m in models] == [('EA-Adam #1 @120', 'front')]
+    models = expand_models([parse(ModelOptions, dict(entry, iter=120, front_label='front'), 'models[0]')])
+    assert [(m.label, m.front) for m in models] == [('EA-Adam #0 @120', 'front')]
+    (tmp_path / 'net_g_5_latest.pth').unlink()
+    with pytest.raises(FileNotFoundError, match=r'individuals \[5\] are missing'):
+        expand_models([parse(ModelOptions, entry, 'models[0]')])
 
 
 def test_allinone_per_task_and_average_equal_basicsr(tmp_path):
@@ -197,11 +203,11 @@ def broken(sr_data, tmp_path, case):
         opt['models'][0]['checkpoint'] = str(tmp_path / 'none.pth')
         return opt, FileNotFoundError, 'PSNR model: checkpoint .*none.pth does not exist'
     if case == 'wrong param_key':
-        opt['models'][0]['param_key'] = 'params_ema'
-        return opt, KeyError, "has no 'params_ema' \\(it has params\\)"
+        opt['models'][0]['param_key'] = 'params_g'
+        return opt, CheckpointError, "PSNR model: .*has no 'params_g' weights \\(it holds params\\)"
     if case == 'wrong arch':
         opt['models'][0]['network'] = dict(SR_NET, num_feat=16)
-        return opt, RuntimeError, 'does not fit MSRResNet'
+        return opt, CheckpointError, 'PSNR model: .* does not fit this MSRResNet: conv_first.weight has shape'
     if case == 'population label':
         opt['models'] = [{'label': 'EA', 'network': SR_NET, 'population': sr_data['population']}]
         return opt, ValueError, 'needs {i}'
@@ -213,12 +219,12 @@ def broken(sr_data, tmp_path, case):
         return opt, ValueError, 'repeated: PSNR model'
     if case == 'unknown option':
         opt['sclae'] = 2
-        return opt, ValueError, 'unknown option\\(s\\) sclae'
+        return opt, OptionError, 'options.sclae: unknown option'
     if case == 'unknown protocol':
         opt['protocol'] = 'denoise'
-        return opt, ValueError, "protocol 'denoise'"
+        return opt, OptionError, "options.protocol: must be one of 'sr', 'allinone', got 'denoise'"
     opt['metrics'] = {'fid': {}}
-    return opt, ValueError, 'Metric fid: not one of protocol sr'
+    return opt, OptionError, 'metrics.fid: not one of protocol sr'
 
 
 @pytest.mark.parametrize('case', [
@@ -240,5 +246,5 @@ def test_script_writes_and_prints_the_table(sr_data, tmp_path, capsys):
     out = capsys.readouterr().out
     assert '| PSNR model |' in out and (tmp_path / 'pytest_eval' / 'table.md').is_file()
     opt_path.write_text(yaml.safe_dump(dict(sr_options(sr_data), protocol='x')))
-    with pytest.raises(SystemExit, match="error: Options: protocol 'x'"):
+    with pytest.raises(SystemExit, match="error: .*eval.yml: options.protocol: must be one of 'sr', 'allinone', got 'x'"):
         load_script('evaluate').main(['-opt', str(opt_path), '--results_root', str(tmp_path)])

@@ -43,16 +43,19 @@ def test_l1_and_psnr_objectives_match_their_definitions():
 
 
 def test_build_objective_errors():
-    with pytest.raises(ValueError, match='needs train.perceptual_opt'):
-        build_objective({'type': 'perceptual'})
-    with pytest.raises(ValueError, match="unknown EA objective 'lpipz'"):
-        build_objective({'type': 'lpipz'})
+    with pytest.raises(ValueError, match=r'objectives\[0\]: the perceptual EA objective needs train.perceptual_opt'):
+        build_objective({'type': 'perceptual'}, None, 'train.ea.objectives[0]')
+    with pytest.raises(ValueError, match=r"objectives\[1\].type: unknown EA objective 'lpipz'"):
+        build_objective({'type': 'lpipz'}, None, 'train.ea.objectives[1]')
+    with pytest.raises(ValueError, match=r'objectives\[1\].crop_bordr: unknown option of PSNRObjective'):
+        build_objective({'type': 'psnr', 'crop_bordr': 4}, None, 'train.ea.objectives[1]')
 
 
 def test_corrupt_fitness_image_names_the_pair(tmp_path):
     from basicsr_ea.models.fitness import load_fitness_patches
+    from basicsr_ea.models.train_options import FitnessOptions
     for folder in ('gt', 'lq'):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / 'a.png').write_bytes(b'not a png')
     with pytest.raises(ValueError, match=r'EA fitness pair .*a\.png.*not an image'):
-        load_fitness_patches({'dataroot_gt': str(tmp_path / 'gt'), 'dataroot_lq': str(tmp_path / 'lq')}, scale=4)
+        load_fitness_patches(FitnessOptions(str(tmp_path / 'gt'), str(tmp_path / 'lq')), scale=4)

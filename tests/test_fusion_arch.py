@@ -101,7 +101,7 @@ def test_expert_paths_errors(tmp_path):
         (tmp_path / f'net_g_{i}_latest.pth').touch()
     with pytest.raises(FileNotFoundError, match=r'individuals \[1\] are missing'):
         expert_paths(str(tmp_path))
-    with pytest.raises(FileNotFoundError, match='no expert checkpoint net_g_{i}_500.pth'):
+    with pytest.raises(FileNotFoundError, match='holds no net_g_{i}_500.pth'):
         expert_paths(str(tmp_path), expert_iter=500)
     with pytest.raises(FileNotFoundError, match='nothing.pth'):
         expert_paths([str(tmp_path / 'net_g_0_latest.pth'), str(tmp_path / 'nothing.pth')])
@@ -218,14 +218,14 @@ def test_only_routers_train_and_only_they_are_saved(tmp_path):
 
 def test_checkpoint_of_another_arch_is_an_error(tmp_path):
     rrdb = save_experts(tmp_path / 'rrdb', BACKBONES['RRDBNet'])
-    with pytest.raises(ValueError, match=r'net_g_0_latest.pth is not a checkpoint of the backbone MSRResNet'):
+    with pytest.raises(ValueError, match=r'net_g_0_latest.pth is not a checkpoint of this backbone MSRResNet'):
         fusion(rrdb, BACKBONES['MSRResNet'])
     wider = save_experts(tmp_path / 'wide', dict(BACKBONES['MSRResNet'], num_feat=12))
-    with pytest.raises(ValueError, match=r'does not fit the backbone MSRResNet options: conv_first.weight'):
+    with pytest.raises(ValueError, match=r'does not fit this backbone MSRResNet: conv_first.weight'):
         fusion(wider, BACKBONES['MSRResNet'])
     folder = save_experts(tmp_path / 'ok', BACKBONES['MSRResNet'])
     torch.save(torch.zeros(3), os.path.join(folder, 'net_g_1_latest.pth'))
-    with pytest.raises(ValueError, match=r'net_g_1_latest.pth is not a BasicSR network checkpoint'):
+    with pytest.raises(ValueError, match=r'net_g_1_latest.pth holds a Tensor, not network weights'):
         fusion(folder, BACKBONES['MSRResNet'])
 
 

@@ -68,7 +68,7 @@ def test_models_restore_sides_the_arch_does_not_accept(network):
 
 
 def test_tile_size_off_the_arch_multiple_is_refused():
-    with pytest.raises(ValueError, match='tile.tile_size must be a multiple of 4 for this network'):
+    with pytest.raises(ValueError, match='tile.tile_size: must be a multiple of 4 for this network'):
         build_model(dict(model_options(dict(SWINIR_X2)), scale=2, tile={'tile_size': 10, 'tile_pad': 2}))
 
 
@@ -79,7 +79,7 @@ def write_pair(root, name, gt, lq):
     return os.path.join(root, 'gt'), os.path.join(root, 'lq')
 
 
-def test_datasets_read_16_bit_and_grey_pairs_at_full_precision(tmp_path):
+def test_datasets_read_16_bit_and_grey_pairs_at_full_precision(tmp_path, pipeline_repairs):
     gt16, lq_grey = random_image((16, 16, 3), np.uint16), random_image((8, 8))
     gt, lq = write_pair(str(tmp_path), 'a.png', gt16, lq_grey)
     data = PairedImageDataset({'name': 'real', 'dataroot_gt': gt, 'dataroot_lq': lq, 'io_backend': {'type': 'disk'},
@@ -88,7 +88,7 @@ def test_datasets_read_16_bit_and_grey_pairs_at_full_precision(tmp_path):
     np.testing.assert_array_equal(data['lq'].numpy(), np.stack([lq_grey / np.float32(255)] * 3))
 
 
-def test_transparent_image_in_a_dataset_names_the_file(tmp_path):
+def test_transparent_image_in_a_dataset_names_the_file(tmp_path, pipeline_repairs):
     lq = random_image((8, 8, 4))
     lq[..., 3] = 0
     gt_folder, lq_folder = write_pair(str(tmp_path), 'a.png', random_image((16, 16, 3)), lq)
@@ -208,11 +208,11 @@ def test_inference_script_restores_a_folder(tmp_path, capsys):
 
 @pytest.mark.parametrize('change, message', [
     (lambda opt, tmp: opt.update(scale=1), 'turned a 10x10 input into 20x20, not x1: does the scale option match'),
-    (lambda opt, tmp: opt['path'].update(pretrain_network_g=str(tmp / 'missing.pth')), 'missing.pth does not exist'),
+    (lambda opt, tmp: opt['path'].update(pretrain_network_g=str(tmp / 'missing.pth')), 'missing.pth not found'),
     (lambda opt, tmp: opt['path'].pop('pretrain_network_g'), 'No checkpoint: give --checkpoint'),
     (lambda opt, tmp: opt['network_g'].update(num_in_ch=1), 'network_g takes 1 input channels'),
-    (lambda opt, tmp: opt.update(tile={'tile_size': 7, 'tile_pad': 2}), 'tile_size must be a multiple of 2'),
-    (lambda opt, tmp: opt['network_g'].update(num_feat=16), 'does not fit RRDBNet'),
+    (lambda opt, tmp: opt.update(tile={'tile_size': 7, 'tile_pad': 2}), 'tile_size: must be a multiple of 2'),
+    (lambda opt, tmp: opt['network_g'].update(num_feat=16), 'does not fit this RRDBNet'),
 ])
 def test_inference_script_errors_say_what_is_wrong(change, message, tmp_path):
     checkpoint = str(tmp_path / 'rrdb.pth')

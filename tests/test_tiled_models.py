@@ -17,7 +17,7 @@ from test_measnet_arch import NARROW
 
 from basicsr_ea.evaluation.inputs import build_metrics
 from basicsr_ea.evaluation.runner import evaluate_dataset, prepare
-from basicsr_ea.tiling import check_tile, tiled_forward
+from basicsr_ea.tiling import parse_tile, tiled_forward
 
 TILE = {'tile_size': 24, 'tile_pad': 12}
 SINGLE = slice(0, 12 * 4)  # output rows/cols covered by the first tile only (x4)
@@ -88,7 +88,8 @@ def test_evaluation_measures_the_tiled_output():
     lq, gt = lq_image(3)[0], torch.rand(3, 160, 224, generator=torch.Generator().manual_seed(4))
     dataset = ValLoader([{'lq': lq, 'gt': gt}])
     metrics = build_metrics('sr', 4, {'lpips': None, 'dists': None, 'niqe': None})
-    values = evaluate_dataset(net, dataset, metrics, 'cpu', {}, SimpleNamespace(update=lambda n: None), TILE, 4)
+    progress = SimpleNamespace(update=lambda n: None)
+    values = evaluate_dataset(net, dataset, metrics, 'cpu', {}, progress, parse_tile(TILE), 4)
     sr_img = tensor2img(tiled_forward(net, lq[None], 24, 12, 4))
     for name, metric in metrics.items():
         assert values[name] == pytest.approx(calculate_metric({'img': sr_img, 'img2': tensor2img(gt)}, metric.opt))
@@ -107,16 +108,16 @@ def test_measnet_tiles_an_odd_sized_image_back_to_its_size():
 
 
 @pytest.mark.parametrize('tile, message', [
-    ({'tile_size': 64, 'tile_pad': 8, 'overlap': 8}, 'tile: unknown option.*overlap'),
-    ({'tile_size': 0, 'tile_pad': 0}, 'tile.tile_size must be positive'),
-    ({'tile_size': 32, 'tile_pad': 32}, r'tile.tile_pad must lie in \[0, tile_size=32\)'),
-    ({'tile_size': 64}, 'tile.tile_pad: expected an integer'),
-    ({'tile_size': 64.0, 'tile_pad': 8}, 'tile.tile_size: expected an integer'),
+    ({'tile_size': 64, 'tile_pad': 8, 'overlap': 8}, 'tile.overlap: unknown option'),
+    ({'tile_size': 0, 'tile_pad': 0}, 'tile.tile_size: must be positive'),
+    ({'tile_size': 32, 'tile_pad': 32}, r'tile.tile_pad: must lie in \[0, tile_size=32\)'),
+    ({'tile_size': 64}, 'tile.tile_pad: required option missing'),
+    ({'tile_size': 64.0, 'tile_pad': 8}, 'tile.tile_size: expected int'),
     (256, 'tile: expected a mapping'),
 ])
 def test_bad_tile_options_are_clear_errors(tile, message, run_files, tmp_path):  # noqa: F811
     with pytest.raises(ValueError, match=message):
-        check_tile(tile)
+        parse_tile(tile)
     for build in (allinone_model, fusion_model):
         with pytest.raises(ValueError, match=message):
             build(run_files, tmp_path, tile)

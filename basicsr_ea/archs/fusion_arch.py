@@ -10,7 +10,6 @@ turned into its dynamic twin over K expert checkpoints of an EA-Adam run, and co
       router_hidden: 15
 """
 import os
-import re
 from collections import OrderedDict
 from contextlib import contextmanager
 
@@ -21,6 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from basicsr_ea.archs.mixing_layers import MIXING_LAYERS, AlphaMean, MixedParameter
+from basicsr_ea.checkpoints import check_fits, network_state, population_paths, read_checkpoint
 
 DEFAULT_STATIC_PARAMS = ('relative_position_bias_table', 'absolute_pos_embed')
 
@@ -35,15 +35,7 @@ def expert_paths(experts, expert_iter='latest'):
         folder = os.path.join(experts, 'models') if os.path.isdir(os.path.join(experts, 'models')) else experts
         if not os.path.isdir(folder):
             raise FileNotFoundError(f'experts: {experts} is neither a folder nor a list of checkpoint paths')
-        pattern = re.compile(rf'net_g_(\d+)_{re.escape(str(expert_iter))}\.pth')
-        found = {int(m[1]): os.path.join(folder, f) for f in os.listdir(folder) if (m := pattern.fullmatch(f))}
-        if not found:
-            raise FileNotFoundError(f'no expert checkpoint net_g_{{i}}_{expert_iter}.pth in {folder}')
-        missing = sorted(set(range(max(found) + 1)) - set(found))
-        if missing:
-            raise FileNotFoundError(f'{folder}: the checkpoints net_g_{{i}}_{expert_iter}.pth of individuals '
-                                    f'{missing} are missing')
-        paths = [found[i] for i in sorted(found)]
+        paths = population_paths(folder, expert_iter)
     if len(paths) < 2:
         raise ValueError(f'fusion needs at least 2 experts, got {paths}')
     for path in paths:
@@ -55,18 +47,8 @@ def expert_paths(experts, expert_iter='latest'):
 def load_expert(path, template, arch):
     """An expert's state dict (BasicSR's ``{'params': ...}``), checked key by key and shape by shape against the
     backbone built from the options (``template``): a checkpoint of another arch or size is an error."""
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    if not isinstance(checkpoint, dict) or 'params' not in checkpoint:
-        raise ValueError(f'{path} is not a BasicSR network checkpoint (no "params" key)')
-    state = {key.removeprefix('module.'): value for key, value in checkpoint['params'].items()}
-    missing, unexpected = sorted(template.keys() - state.keys()), sorted(state.keys() - template.keys())
-    if missing or unexpected:
-        raise ValueError(f'{path} is not a checkpoint of the backbone {arch}: {len(missing)} keys missing '
-                         f'{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}')
-    for key, value in template.items():
-        if state[key].shape != value.shape:
-            raise ValueError(f'{path} does not fit the backbone {arch} options: {key} has shape '
-                             f'{tuple(state[key].shape)}, the options give {tuple(value.shape)}')
+    state = network_state(read_checkpoint(path), path)
+    check_fits(state, template, path, f'backbone {arch}')
     return state
 
 

@@ -6,15 +6,18 @@ is validated and logged on its own.
 """
 import re
 import zlib
+from dataclasses import dataclass, field
 from os import path as osp
 
 import numpy as np
 from basicsr.data.transforms import augment, paired_random_crop
-from basicsr.utils import FileClient, imfrombytes, img2tensor, scandir
+from basicsr.utils import FileClient, img2tensor, scandir
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from basicsr_ea.data.degradations import add_gaussian_noise
+from basicsr_ea.image_formats import IMAGE_EXTENSIONS, read_color
+from basicsr_ea.options import OptionError, parse
 
 # PromptIR's task ids.
 TASK_IDS = {'denoise_15': 0, 'denoise_25': 1, 'denoise_50': 2, 'derain': 3, 'dehaze': 4, 'deblur': 5, 'enhance': 6}
@@ -29,13 +32,66 @@ TRAIN_LAYOUT = {
 # PromptIR's and AdaIR's repeat factors, which balance WED+BSD400, Rain100L, RESIDE OTS, GoPro and LOL.
 DEFAULT_REPEAT = {'denoise_15': 3, 'denoise_25': 3, 'denoise_50': 3, 'derain': 120, 'dehaze': 1, 'deblur': 5,
                   'enhance': 20}
-IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 
 
-def check_task(task):
-    if task not in TASK_IDS:
-        raise ValueError(f'Unknown all-in-one task {task!r}; known tasks: {", ".join(TASK_IDS)}.')
-    return task
+@dataclass(frozen=True, kw_only=True)
+class DatasetOptions:
+    """What BasicSR's pipeline reads and adds to every dataset's options (its data loader's keys included)."""
+    name: str
+    type: str
+    phase: str | None = None
+    scale: int | None = None
+    io_backend: dict = field(default_factory=lambda: {'type': 'disk'})
+    num_worker_per_gpu: int = 0
+    batch_size_per_gpu: int = 1
+    dataset_enlarge_ratio: int = 1
+    prefetch_mode: str | None = None
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    use_shuffle: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllInOneTrainOptions(DatasetOptions):
+    """``AllInOneTrainDataset``'s options (see its docstring)."""
+    dataroot: str
+    de_type: list[str]
+    gt_size: int
+    repeat: dict[str, int] | None = None
+    meta_info_file: dict[str, str] | None = None
+    use_hflip: bool = True
+    use_rot: bool = True
+
+    def __post_init__(self):
+        for task in [*self.de_type, *(self.repeat or {})]:
+            if task not in TASK_IDS:
+                raise OptionError(f'de_type: unknown all-in-one task {task!r}; known: {", ".join(TASK_IDS)}')
+        unknown = sorted(set(self.meta_info_file or {}) - set(TRAIN_LAYOUT))
+        if unknown:
+            raise OptionError(f'meta_info_file.{unknown[0]}: not a task group; groups: {", ".join(TRAIN_LAYOUT)}')
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllInOneTestOptions(DatasetOptions):
+    """``AllInOneTestDataset``'s options (see its docstring)."""
+    task: str
+    dataroot_gt: str
+    dataroot_lq: str | None = None
+    meta_info_file: str | None = None
+    noise_seed: int = 0
+    crop_base: int = 1
+
+    def __post_init__(self):
+        if self.task not in TASK_IDS:
+            raise OptionError(f'task: unknown all-in-one task {self.task!r}; known: {", ".join(TASK_IDS)}')
+        if noise_sigma(self.task) is None and self.dataroot_lq is None:
+            raise OptionError(f'dataroot_lq: required for task {self.task} (only denoising degrades the clean images '
+                              'itself)')
+
+
+def dataset_options(cls, opt):
+    """``cls`` from a dataset's options, with errors naming it as ``datasets.<phase> (<name>)``."""
+    return parse(cls, opt, f'datasets.{opt.get("phase", "?")} ({opt.get("name")})')
 
 
 def task_group(task):
@@ -90,7 +146,7 @@ def list_images(folder, backend, list_file=None):
         if missing:
             raise FileNotFoundError(f'{list_file} names {osp.join(folder, missing[0])}, which does not exist.')
     else:
-        names = sorted(scandir(folder, suffix=IMG_EXTENSIONS, recursive=True))
+        names = sorted(scandir(folder, suffix=IMAGE_EXTENSIONS, recursive=True))
     images = {}
     for name in names:
         key = osp.splitext(name)[0].replace(osp.sep, '/')
@@ -127,15 +183,18 @@ class _AllInOneDataset(data.Dataset):
     """Reads the ``(lq, gt)`` references of ``self.samples`` through BasicSR's FileClient, one LMDB client per
     folder; the client is opened lazily so each data-loader worker gets its own LMDB environment."""
 
+    options_type = DatasetOptions
+
     def __init__(self, opt):
         super().__init__()
-        self.opt = opt
-        self.backend = opt['io_backend']['type']
+        self.opt = opt  # BasicSR's validation reads opt['name']
+        self.options = dataset_options(self.options_type, opt)
+        self.backend = self.options.io_backend['type']
         self.samples = []
         self.file_client = None
 
     def _open_client(self):
-        backend_opt = {key: value for key, value in self.opt['io_backend'].items() if key != 'type'}
+        backend_opt = {key: value for key, value in self.options.io_backend.items() if key != 'type'}
         if self.backend == 'lmdb':
             folders = sorted({ref[0] for sample in self.samples for ref in sample[1:] if ref is not None})
             backend_opt.update(db_paths=folders, client_keys=folders)
@@ -146,9 +205,9 @@ class _AllInOneDataset(data.Dataset):
             self.file_client = self._open_client()
         folder, path = ref
         try:
-            return imfrombytes(self.file_client.get(path, folder), float32=True)
-        except ValueError as err:  # not an image (see basicsr_ea.compat)
-            raise ValueError(f'{path} (in {folder}): {err}') from err
+            return read_color(self.file_client, path, folder)
+        except ValueError as err:
+            raise ValueError(f'{err} (in {folder})') from err
 
     def _to_dict(self, task, img_lq, img_gt, lq_ref, gt_ref):
         img_gt, img_lq = img2tensor([img_gt, img_lq], bgr2rgb=True, float32=True)
@@ -182,17 +241,16 @@ class AllInOneTrainDataset(_AllInOneDataset):
             for denoise); ``io_backend``; ``gt_size``; ``use_hflip``; ``use_rot``.
     """
 
+    options_type = AllInOneTrainOptions
+
     def __init__(self, opt):
         super().__init__(opt)
-        tasks = [check_task(task) for task in opt['de_type']]
-        repeat = {**DEFAULT_REPEAT, **{check_task(task): n for task, n in (opt.get('repeat') or {}).items()}}
-        list_files = dict(opt.get('meta_info_file') or {})
-        unknown = sorted(set(list_files) - set(TRAIN_LAYOUT))
-        if unknown:
-            raise ValueError(f'meta_info_file groups must be among {", ".join(TRAIN_LAYOUT)}, got {unknown}.')
-        root = osp.expanduser(opt['dataroot'])
+        options = self.options
+        repeat = {**DEFAULT_REPEAT, **(options.repeat or {})}
+        list_files = options.meta_info_file or {}
+        root = osp.expanduser(options.dataroot)
         suffix = '.lmdb' if self.backend == 'lmdb' else ''
-        for task in tasks:
+        for task in options.de_type:
             lq_dir, gt_dir = TRAIN_LAYOUT[task_group(task)]
             lq_folder = osp.join(root, lq_dir) + suffix if lq_dir else None
             samples = task_samples(task, lq_folder, osp.join(root, gt_dir) + suffix, self.backend,
@@ -203,8 +261,8 @@ class AllInOneTrainDataset(_AllInOneDataset):
         task, lq_ref, gt_ref = self.samples[index]
         img_gt = self._read(gt_ref)
         img_lq = img_gt if lq_ref is None else self._read(lq_ref)
-        img_gt, img_lq = paired_random_crop(img_gt, img_lq, self.opt['gt_size'], 1, gt_ref[1])
-        img_gt, img_lq = augment([img_gt, img_lq], self.opt['use_hflip'], self.opt['use_rot'])
+        img_gt, img_lq = paired_random_crop(img_gt, img_lq, self.options.gt_size, 1, gt_ref[1])
+        img_gt, img_lq = augment([img_gt, img_lq], self.options.use_hflip, self.options.use_rot)
         if lq_ref is None:
             img_lq = add_gaussian_noise(img_gt, noise_sigma(task), np.random)
         return self._to_dict(task, img_lq, img_gt, lq_ref, gt_ref)
@@ -232,22 +290,24 @@ class AllInOneTestDataset(_AllInOneDataset):
             ``io_backend``.
     """
 
+    options_type = AllInOneTestOptions
+
     def __init__(self, opt):
         super().__init__(opt)
-        self.task = check_task(opt['task'])
+        self.task = self.options.task
         self.sigma = noise_sigma(self.task)
-        lq_folder = None if self.sigma is not None else osp.expanduser(opt['dataroot_lq'])
-        samples = task_samples(self.task, lq_folder, osp.expanduser(opt['dataroot_gt']), self.backend,
-                               opt.get('meta_info_file'))
+        lq_folder = None if self.sigma is not None else osp.expanduser(self.options.dataroot_lq)
+        samples = task_samples(self.task, lq_folder, osp.expanduser(self.options.dataroot_gt), self.backend,
+                               self.options.meta_info_file)
         self.samples = [(self.task, lq, gt) for lq, gt in samples]
 
     def __getitem__(self, index):
         _, lq_ref, gt_ref = self.samples[index]
-        base = self.opt.get('crop_base', 1)
+        base = self.options.crop_base
         img_gt = center_crop_to_multiple(self._read(gt_ref), base)
         if lq_ref is None:
             name = osp.splitext(osp.basename(gt_ref[1]))[0]  # the same on disk and in an LMDB, wherever they are
-            rng = np.random.default_rng([self.opt.get('noise_seed', 0), zlib.crc32(name.encode())])
+            rng = np.random.default_rng([self.options.noise_seed, zlib.crc32(name.encode())])
             img_lq = add_gaussian_noise(img_gt, self.sigma, rng)
         else:
             img_lq = center_crop_to_multiple(self._read(lq_ref), base)

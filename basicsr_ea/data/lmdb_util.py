@@ -3,14 +3,14 @@ import os
 
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+from basicsr_ea.image_formats import IMAGE_EXTENSIONS
 
 
 def folder_to_lmdb(folder, compress_level=1):
     """Write ``<folder>.lmdb`` (keys: file stems, ``meta_info.txt`` included) and return its path."""
     if not os.path.isdir(folder):
         raise ValueError(f'{folder} is not a folder')
-    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_SUFFIXES))
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
     if not names:
         raise ValueError(f'{folder} holds no images')
     lmdb_path = folder.rstrip('/') + '.lmdb'

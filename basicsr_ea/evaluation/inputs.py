@@ -3,19 +3,20 @@ EA-Adam populations), the test sets (BasicSR's paired folders or any registered 
 import io
 import os
 import re
+import typing
 from copy import deepcopy
 from dataclasses import dataclass
 
-import torch
-from basicsr.archs import build_network
 from basicsr.data import build_dataset
 from basicsr.data.paired_image_dataset import PairedImageDataset
 from basicsr.utils import scandir
 from PIL import Image
 
-from basicsr_ea.image_formats import decode_color, has_alpha
+from basicsr_ea.checkpoints import CheckpointError, build_and_load, population_paths
+from basicsr_ea.image_formats import IMAGE_EXTENSIONS, decode_color, has_alpha
+from basicsr_ea.options import OptionError, parse
+from basicsr_ea.tiling import Tile
 
-IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 # Column titles, directions and decimals of the metrics the protocols know, by BasicSR metric type.
 METRIC_TYPES = {
     'calculate_psnr': ('PSNR', 'higher', 2),
@@ -24,9 +25,6 @@ METRIC_TYPES = {
     'calculate_dists': ('DISTS', 'lower', 4),
     'calculate_niqe': ('NIQE', 'lower', 4),
 }
-MODEL_KEYS = {'label', 'network', 'checkpoint', 'param_key', 'strict_load', 'population', 'iter', 'front_label'}
-
-
 @dataclass(frozen=True)
 class Metric:
     """One kind of column: ``opt`` is what BasicSR's ``calculate_metric`` receives (``type`` plus arguments)."""
@@ -38,72 +36,90 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class ModelOptions:
+    """One entry of ``models``: a ``checkpoint`` (one row) or a ``population`` folder (one row per individual,
+    ``label`` formatting ``{i}`` and ``{iter}``), of the network ``network`` builds."""
+    label: str
+    network: dict
+    checkpoint: str | None = None
+    population: str | None = None
+    iter: int | str = 'latest'
+    param_key: str | None = 'params'
+    strict_load: bool = True
+    front_label: str | None = None
+
+    def __post_init__(self):
+        if (self.checkpoint is None) == (self.population is None):
+            raise OptionError(f'checkpoint: give either checkpoint or population ({self.label})')
+        if self.population is not None and '{i}' not in self.label:
+            raise OptionError(f'label: {self.label!r} needs {{i}} for a population, or every row reads the same')
+
+
+@dataclass(frozen=True)
+class PairedFolders:
+    """A test set as BasicSR's paired folders (``PairedImageDataset``'s keys)."""
+    dataroot_gt: str
+    dataroot_lq: str
+    filename_tmpl: str = '{}'
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """``scripts/evaluate.py``'s options (``options/eval_demo.yml``). ``datasets``: name -> ``PairedFolders`` keys,
+    or ``{type: ..., ...}`` of any registered dataset; ``metrics``: overrides of the protocol's (``build_metrics``)."""
+    name: str
+    models: list[ModelOptions]
+    datasets: dict[str, dict]
+    protocol: typing.Literal['sr', 'allinone'] = 'sr'
+    scale: int | None = None
+    crop_border: int | None = None
+    device: str = 'auto'
+    metrics: dict[str, dict | None] | None = None
+    tile: Tile | None = None
+
+    def __post_init__(self):
+        if not self.models:
+            raise OptionError('models: must be a non-empty list')
+        if not self.datasets:
+            raise OptionError('datasets: must be a non-empty mapping of name to folders')
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """One row: the network ``network`` builds, with the ``param_key`` weights of ``checkpoint``; ``front`` names
     the population the row belongs to (its points are joined in the plot), None for a single model."""
     label: str
     network: dict
     checkpoint: str
-    param_key: str = 'params'
+    param_key: str | None = 'params'
     strict_load: bool = True
-    front: str = None
-
-
-def check_keys(entry, allowed, where):
-    """Typos in options fail loudly instead of silently falling back to a default."""
-    if not isinstance(entry, dict):
-        raise ValueError(f'{where}: expected a mapping, got {entry!r}.')
-    unknown = sorted(set(entry) - set(allowed))
-    if unknown:
-        raise ValueError(f'{where}: unknown option(s) {", ".join(unknown)}; allowed: {", ".join(sorted(allowed))}.')
-
-
-def require_keys(entry, required, where):
-    for key in required:
-        if key not in entry:
-            raise ValueError(f'{where}: {key} is missing.')
+    front: str | None = None
 
 
 def expand_population(entry):
     """One row per ``net_g_{i}_{iter}.pth`` of a population folder, in the order of ``i`` (the preference order,
-    which traces the front); ``label`` formats ``{i}`` and ``{iter}``."""
-    folder, iteration = entry['population'], str(entry.get('iter', 'latest'))
-    if '{i}' not in entry['label']:
-        raise ValueError(f'Population {folder}: label {entry["label"]!r} needs {{i}}, or every row reads the same.')
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f'Population folder {folder} does not exist.')
-    pattern = re.compile(rf'net_g_(\d+)_{re.escape(iteration)}\.pth')
-    indices = sorted(int(m.group(1)) for m in map(pattern.fullmatch, os.listdir(folder)) if m)
-    if not indices:
-        raise FileNotFoundError(f'Population folder {folder} holds no net_g_{{i}}_{iteration}.pth.')
-    front = entry.get('front_label') or re.sub(r'\s*#?\{i\}', '', entry['label']).format(iter=iteration)
-    front = front.strip(' -_:') or folder
-    return [
-        ModelEntry(entry['label'].format(i=i, iter=iteration), entry['network'],
-                   os.path.join(folder, f'net_g_{i}_{iteration}.pth'), entry.get('param_key', 'params'),
-                   entry.get('strict_load', True), front) for i in indices
-    ]
+    which traces the front)."""
+    iteration = str(entry.iter)
+    paths = population_paths(entry.population, iteration)
+    front = entry.front_label or re.sub(r'\s*#?\{i\}', '', entry.label).format(iter=iteration)
+    front = front.strip(' -_:') or entry.population
+    return [ModelEntry(entry.label.format(i=i, iter=iteration), entry.network, path, entry.param_key,
+                       entry.strict_load, front) for i, path in enumerate(paths)]
 
 
 def expand_models(entries):
-    """The table's rows from the ``models`` options, in their order; labels must be unique."""
-    if not isinstance(entries, list) or not entries:
-        raise ValueError('Options: models must be a non-empty list.')
+    """The table's rows from the parsed ``models`` options, in their order; labels must be unique."""
     models = []
-    for k, entry in enumerate(entries):
-        check_keys(entry, MODEL_KEYS, f'models[{k}]')
-        require_keys(entry, ('label', 'network'), f'models[{k}]')
-        if ('checkpoint' in entry) == ('population' in entry):
-            raise ValueError(f'models[{k}] ({entry["label"]}): give either checkpoint or population.')
-        if 'population' in entry:
+    for entry in entries:
+        if entry.population is not None:
             models.extend(expand_population(entry))
         else:
-            models.append(ModelEntry(entry['label'], entry['network'], entry['checkpoint'],
-                                     entry.get('param_key', 'params'), entry.get('strict_load', True)))
+            models.append(ModelEntry(entry.label, entry.network, entry.checkpoint, entry.param_key, entry.strict_load,
+                                     entry.front_label))
     labels = [m.label for m in models]
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
-        raise ValueError(f'Options: model labels must be unique; repeated: {", ".join(repeated)}.')
+        raise OptionError(f'models: labels must be unique; repeated: {", ".join(repeated)}')
     return models
 
 
@@ -114,21 +130,11 @@ def check_checkpoints(models):
 
 
 def load_network(model, device):
-    """``build_network`` plus the checkpoint's ``param_key`` weights (``param_key: ~`` for a bare state dict;
-    DataParallel's ``module.`` prefixes dropped, as BasicSR does), in eval mode."""
-    net = build_network(model.network)
-    state = torch.load(model.checkpoint, map_location='cpu', weights_only=True)
-    if model.param_key is not None:
-        if model.param_key not in state:
-            raise KeyError(f'{model.label}: {model.checkpoint} has no {model.param_key!r} '
-                           f'(it has {", ".join(map(str, state))}); set param_key.')
-        state = state[model.param_key]
-    state = {k.removeprefix('module.'): v for k, v in state.items()}
+    """The row's network with its checkpoint's weights (``checkpoints.build_and_load``), in eval mode."""
     try:
-        net.load_state_dict(state, strict=model.strict_load)
-    except RuntimeError as err:
-        raise RuntimeError(f'{model.label}: {model.checkpoint} does not fit {model.network["type"]}: {err}') from err
-    return net.to(device).eval()
+        return build_and_load(model.network, model.checkpoint, model.param_key, model.strict_load).to(device)
+    except CheckpointError as err:
+        raise CheckpointError(f'{model.label}: {err}') from err
 
 
 def checked_image_size(path):
@@ -157,7 +163,7 @@ def check_paired_folders(name, gt_folder, lq_folder, scale, filename_tmpl='{}'):
     gt_files, lq_files = sorted(scandir(gt_folder)), set(scandir(lq_folder))
     for folder, files in ((gt_folder, gt_files), (lq_folder, lq_files)):
         for file_name in sorted(files):
-            if not file_name.lower().endswith(IMG_EXTENSIONS):
+            if not file_name.lower().endswith(IMAGE_EXTENSIONS):
                 raise ValueError(f'Dataset {name}: {os.path.join(folder, file_name)} is not an image.')
     if not gt_files:
         raise ValueError(f'Dataset {name}: {gt_folder} holds no image.')
@@ -184,14 +190,13 @@ def build_eval_dataset(name, opt, scale):
     ``PairedImageDataset`` as its validation reads them; ``{type: ..., ...}``: any registered dataset (LMDB,
     ``AllInOneTestDataset`` with its seeded noise, ...), checked as it is read."""
     where = f'datasets.{name}'
-    if 'type' in (opt or {}):
+    if 'type' in opt:
         dataset = build_dataset({'io_backend': {'type': 'disk'}, **deepcopy(opt), 'name': name, 'phase': 'val',
                                  'scale': scale})
     else:
-        check_keys(opt, ('dataroot_gt', 'dataroot_lq', 'filename_tmpl'), f'{where} (use type: for other datasets)')
-        require_keys(opt, ('dataroot_gt', 'dataroot_lq'), where)
-        check_paired_folders(name, opt['dataroot_gt'], opt['dataroot_lq'], scale, opt.get('filename_tmpl', '{}'))
-        dataset = PairedImageDataset(dict(deepcopy(opt), name=name, phase='val', scale=scale,
+        folders = parse(PairedFolders, opt, where)
+        check_paired_folders(name, folders.dataroot_gt, folders.dataroot_lq, scale, folders.filename_tmpl)
+        dataset = PairedImageDataset(dict(vars(folders), name=name, phase='val', scale=scale,
                                           io_backend={'type': 'disk'}))
     if len(dataset) == 0:
         raise ValueError(f'Dataset {name}: no image.')
@@ -214,12 +219,12 @@ def build_metrics(protocol, crop_border, overrides):
         elif name in defaults or 'type' in opt:
             merged[name] = {**defaults.get(name, {}), **opt}
         else:
-            raise ValueError(f'Metric {name}: not one of protocol {protocol} ({", ".join(defaults)}); give its type.')
+            raise OptionError(f'metrics.{name}: not one of protocol {protocol} ({", ".join(defaults)}); give its type')
     metrics = {}
     for name, opt in merged.items():
         opt = dict(opt)
         title, better, digits = METRIC_TYPES.get(opt['type'], (name, 'higher', 4))
         metrics[name] = Metric(name, title if name in defaults else name, opt.pop('better', better), digits, opt)
     if not metrics:
-        raise ValueError('Options: no metric left to compute.')
+        raise OptionError('metrics: no metric left to compute')
     return metrics

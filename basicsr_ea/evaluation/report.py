@@ -1,15 +1,13 @@
 """What an evaluation leaves in ``results/<name>/``: ``table.md`` (the papers' layout, best value per column in
 bold, each metric's exact settings below), ``table.csv`` (full precision) and ``pd_<dataset>.png``."""
 import csv
+import io
 import os
 import re
 
-import matplotlib
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-
-from basicsr_ea.evaluation.runner import AVERAGE  # noqa: E402
+from basicsr_ea.evaluation.runner import AVERAGE
+from basicsr_ea.files import write_text_atomic
+from basicsr_ea.plotting import new_figure, save_figure
 
 PERCEPTION_TYPES = ('calculate_lpips', 'calculate_niqe')  # the plot's x axis: LPIPS where it has values, else NIQE
 
@@ -52,13 +50,13 @@ def markdown(table):
 
 
 def write_tables(table, folder):
-    with open(os.path.join(folder, 'table.md'), 'w', encoding='utf-8') as f:
-        f.write(markdown(table))
-    with open(os.path.join(folder, 'table.csv'), 'w', newline='', encoding='utf-8') as f:
-        writer = csv.writer(f)
-        writer.writerow(['model'] + [column_title(table, d, m, arrows=False) for d, m in table.columns])
-        for label in table.labels:
-            writer.writerow([label] + [table.cells[label][col] for col in table.columns])
+    write_text_atomic(os.path.join(folder, 'table.md'), markdown(table))
+    rows = io.StringIO(newline='')
+    writer = csv.writer(rows)
+    writer.writerow(['model'] + [column_title(table, d, m, arrows=False) for d, m in table.columns])
+    for label in table.labels:
+        writer.writerow([label] + [table.cells[label][col] for col in table.columns])
+    write_text_atomic(os.path.join(folder, 'table.csv'), rows.getvalue())
 
 
 def plotted_metric(table, dataset, types):
@@ -76,7 +74,7 @@ def save_pd_plot(path, table, dataset, distortion, perception):
     preference order as its front."""
     point = {label: (table.value(label, dataset, perception), table.value(label, dataset, distortion))
              for label in table.labels}
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = new_figure(figsize=(6, 4.5))
     for front, labels in table.fronts.items():
         ax.plot(*zip(*(point[label] for label in labels)), marker='o', label=front)
     in_front = {label for labels in table.fronts.values() for label in labels}
@@ -95,9 +93,7 @@ def save_pd_plot(path, table, dataset, distortion, perception):
     ax.margins(0.2)  # room for the labels
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def save_pd_plots(table, folder):

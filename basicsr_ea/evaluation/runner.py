@@ -1,5 +1,6 @@
 """Run every model over every test set and collect the table's cells."""
 import os
+import typing
 from dataclasses import dataclass, field
 
 import torch
@@ -8,13 +9,15 @@ from basicsr.utils import tensor2img
 from tqdm import tqdm
 
 from basicsr_ea.archs.arch_util import size_multiple
-from basicsr_ea.evaluation.inputs import (build_eval_dataset, build_metrics, check_checkpoints, check_keys,
-                                          expand_models, load_network, require_keys)
-from basicsr_ea.tiling import check_tile, restore
+from basicsr_ea.compat import PipelineRepairs
+from basicsr_ea.evaluation.inputs import (EvalOptions, build_eval_dataset, build_metrics, check_checkpoints,
+                                          expand_models, load_network)
+from basicsr_ea.options import OptionError, parse
+from basicsr_ea.tiling import restore
+from basicsr_ea.utils import resolve_device
 
-PROTOCOLS = ('sr', 'allinone')
+PROTOCOLS = typing.get_args(typing.get_type_hints(EvalOptions)['protocol'])
 AVERAGE = 'Average'  # the all-in-one protocol's column group over all tasks
-OPTION_KEYS = ('name', 'protocol', 'scale', 'crop_border', 'device', 'models', 'datasets', 'metrics', 'tile')
 NIQE_BLOCK = 96  # BasicSR's NIQE needs two 96x96 blocks (192x96 or 96x192 pixels); with fewer its SVD fails
 
 
@@ -49,7 +52,7 @@ def evaluate_dataset(net, dataset, metrics, device, unavailable, pbar, tile=None
     """Mean of every metric over ``dataset`` for one network, computed as ``SRModel.nondist_validation`` does
     (``tensor2img`` of output and target, sum in dataset order, divide), so the values equal its values exactly.
     ``unavailable`` (metric name -> reason) carries missing weights over to the next models; ``tile`` is the
-    options' ``tile`` (``basicsr_ea.tiling.check_tile``), None for one pass per image; ``multiple`` the network's
+    options' ``Tile`` (``basicsr_ea.tiling``), None for one pass per image; ``multiple`` the network's
     ``size_multiple``."""
     sums = {name: 0 for name in metrics}
     reasons = {name: unavailable[name] for name in metrics if name in unavailable}
@@ -58,6 +61,9 @@ def evaluate_dataset(net, dataset, metrics, device, unavailable, pbar, tile=None
         img_name = os.path.basename(data.get('lq_path', str(index)))
         with torch.no_grad():
             output = restore(net, data['lq'][None].to(device), tile, scale, multiple)
+        if not torch.isfinite(output).all():  # tensor2img would turn NaN into a plausible-looking image
+            raise ValueError(f'{dataset.opt["name"]}: the network\'s output for {data.get("lq_path")} is not finite '
+                             '(NaN or Inf); no table is written with it.')
         sr_img, gt_img = tensor2img([output.detach().cpu()]), tensor2img([data['gt'][None]])
         if sr_img.shape != gt_img.shape:
             raise ValueError(f'{dataset.opt["name"]}: the output for {data.get("lq_path")} is {sr_img.shape[:2]}, '
@@ -83,53 +89,50 @@ def average_over_tasks(row, tasks, metric):
     return sum(values) / len(values)
 
 
-def resolve_device(name):
-    if name in (None, 'auto'):
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    return torch.device(name)
-
 
 def prepare(opt):
     """Check the options and build what they name (rows, datasets, metrics) without running any network."""
-    check_keys(opt, OPTION_KEYS, 'Options')
-    require_keys(opt, ('name', 'models', 'datasets'), 'Options')
-    check_tile(opt.get('tile'))
-    protocol = opt.get('protocol', 'sr')
-    if protocol not in PROTOCOLS:
-        raise ValueError(f'Options: protocol {protocol!r} is not one of {", ".join(PROTOCOLS)}.')
-    scale = int(opt.get('scale', 4 if protocol == 'sr' else 1))
-    metrics = build_metrics(protocol, opt.get('crop_border', scale if protocol == 'sr' else 0), opt.get('metrics'))
-    models = expand_models(opt['models'])
+    options = parse(EvalOptions, opt, 'options')
+    protocol = options.protocol
+    scale = options.scale or (4 if protocol == 'sr' else 1)
+    crop_border = options.crop_border if options.crop_border is not None else (scale if protocol == 'sr' else 0)
+    metrics = build_metrics(protocol, crop_border, options.metrics)
+    models = expand_models(options.models)
     check_checkpoints(models)
     for model in models:
-        check_tile(opt.get('tile'), size_multiple(model.network))
-    if not isinstance(opt['datasets'], dict) or not opt['datasets']:
-        raise ValueError('Options: datasets must be a non-empty mapping of name to folders.')
-    if protocol == 'allinone' and AVERAGE in opt['datasets']:
-        raise ValueError(f'Options: {AVERAGE!r} names the average over tasks; rename that dataset.')
-    datasets = {name: build_eval_dataset(name, d_opt, scale) for name, d_opt in opt['datasets'].items()}
-    return protocol, metrics, models, datasets, scale
+        if options.tile is not None:
+            options.tile.check_multiple(size_multiple(model.network))
+    if protocol == 'allinone' and AVERAGE in options.datasets:
+        raise OptionError(f'datasets.{AVERAGE}: {AVERAGE!r} names the average over tasks; rename that dataset')
+    datasets = {name: build_eval_dataset(name, d_opt, scale) for name, d_opt in options.datasets.items()}
+    return options, metrics, models, datasets, scale
 
 
 def run_evaluation(opt, progress=True):
-    """The ``EvalTable`` of the options (see ``options/eval_demo.yml``); writes nothing."""
-    protocol, metrics, models, datasets, scale = prepare(opt)
-    device = resolve_device(opt.get('device'))
+    """The ``EvalTable`` of the options (see ``options/eval_demo.yml``); writes nothing. BasicSR's datasets read
+    with the pipeline repairs (full bit depth, named errors), as in ``basicsr_ea/test.py``."""
+    with PipelineRepairs():
+        return evaluate_models(opt, progress)
+
+
+def evaluate_models(opt, progress):
+    options, metrics, models, datasets, scale = prepare(opt)
+    protocol, device = options.protocol, resolve_device(options.device)
     names = list(datasets) + ([AVERAGE] if protocol == 'allinone' else [])
-    table = EvalTable(opt['name'], protocol, [m.label for m in models], [(d, m) for d in names for m in metrics],
+    table = EvalTable(options.name, protocol, [m.label for m in models], [(d, m) for d in names for m in metrics],
                       metrics)
     for model in models:
         if model.front:
             table.fronts.setdefault(model.front, []).append(model.label)
     unavailable = {}
     total = len(models) * sum(len(d) for d in datasets.values())
-    with tqdm(total=total, unit='image', desc=opt['name'], disable=not progress) as pbar:
+    with tqdm(total=total, unit='image', desc=options.name, disable=not progress) as pbar:
         for model in models:
             net = load_network(model, device)
             row = table.cells[model.label] = {}
             for name, dataset in datasets.items():
                 pbar.set_postfix_str(f'{model.label} | {name}')
-                values = evaluate_dataset(net, dataset, metrics, device, unavailable, pbar, opt.get('tile'), scale,
+                values = evaluate_dataset(net, dataset, metrics, device, unavailable, pbar, options.tile, scale,
                                           size_multiple(model.network))
                 row.update({(name, metric): value for metric, value in values.items()})
             if protocol == 'allinone':

@@ -17,18 +17,17 @@ from basicsr.utils import img2tensor
 from basicsr.utils.registry import METRIC_REGISTRY
 from torch import nn
 
+from basicsr_ea.checkpoints import check_finite, read_checkpoint
+from basicsr_ea.utils import resolve_device
+
 ALEXNET_PATH = 'experiments/pretrained_models/alexnet-owt-7be5be79.pth'
 
 
-def default_device():
-    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-
-
 def load_weights(path, what):
-    """``torch.load`` of a local weight file on the CPU; the error names the file and what belongs there."""
+    """A local weight file on the CPU; the error names the file and what belongs there."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f'no {what} at {path}')
-    return torch.load(path, map_location='cpu', weights_only=True)
+    return check_finite(read_checkpoint(path), path)
 
 
 def load_calibration(path, package, relative_path, what, requirement):
@@ -66,7 +65,7 @@ def feature_metric(build, img, img2, crop_border, input_order, backbone_path, ca
     two BasicSR metric inputs as RGB in [0, 1], or in [-1, 1] when ``signed``."""
     if img.shape != img2.shape:
         raise ValueError(f'Image shapes are different: {img.shape}, {img2.shape}.')
-    device = torch.device(device) if device else default_device()
+    device = resolve_device(device)
     calibration_path = calibration_path and os.path.abspath(calibration_path)
     net = build(os.path.abspath(backbone_path), calibration_path, device)
     x, y = (image_to_tensor(im, crop_border, input_order, device) for im in (img, img2))

@@ -9,6 +9,9 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from basicsr_ea.compat import RepairedModel, perceptual_weights
+from basicsr_ea.models.train_options import AllInOneTrainOptions
+from basicsr_ea.options import parse
 from basicsr_ea.tiling import TiledTestMixin
 
 RGB_METRICS = ('calculate_psnr', 'calculate_ssim', 'calculate_psnr_pt', 'calculate_ssim_pt')
@@ -51,7 +54,7 @@ def default_rgb_metrics(opt):
 
 
 @MODEL_REGISTRY.register()
-class AllInOneModel(TiledTestMixin, SRModel):
+class AllInOneModel(RepairedModel, TiledTestMixin, SRModel):
     """SRModel for all-in-one restoration.
 
     Training adds ``train.aux_weight`` (default 0.001) times the arch's auxiliary loss (``arch_aux_loss``) to
@@ -70,8 +73,9 @@ class AllInOneModel(TiledTestMixin, SRModel):
         super().__init__(opt)
 
     def init_training_settings(self):
-        super().init_training_settings()
-        self.aux_weight = self.opt['train'].get('aux_weight', 0.001)
+        self.aux_weight = parse(AllInOneTrainOptions, self.opt['train'], 'train').aux_weight
+        with perceptual_weights(self.opt):
+            super().init_training_settings()
         self.net_g.register_forward_hook(self._attach_aux_loss)
 
     def _attach_aux_loss(self, net, inputs, output):

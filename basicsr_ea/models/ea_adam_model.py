@@ -30,27 +30,16 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 
 from basicsr_ea.archs.arch_util import size_multiple
-from basicsr_ea.compat import set_vgg_weights_path
+from basicsr_ea.checkpoints import population_file
+from basicsr_ea.compat import RepairedModel, perceptual_weights
+from basicsr_ea.files import write_text_atomic
 from basicsr_ea.models.ea_report import normalized_hypervolumes, objectives_table, save_front_plot
 from basicsr_ea.models.fitness import FitnessEvaluator, PerceptualObjective, build_objective, load_fitness_patches
+from basicsr_ea.models.train_options import EAAdamTrainOptions
 from basicsr_ea.optim import build_optimizer
+from basicsr_ea.options import OptionError, parse
 from basicsr_ea.optim.ea_adam import EAAdam
-from basicsr_ea.tiling import check_tile, restore
-
-EA_OPTION_TYPES = {'interval': int, 'generations': int, 'batch_size': int, 'objectives': list, 'fitness': dict}
-
-
-def check_ea_options(ea_opt):
-    """Unknown keys or wrong types in ``train.ea`` are errors: a typo must not silently fall back to a default."""
-    for key, value in ea_opt.items():
-        if key not in EA_OPTION_TYPES:
-            raise ValueError(f'unknown option train.ea.{key}; known: {sorted(EA_OPTION_TYPES)}')
-        if not isinstance(value, EA_OPTION_TYPES[key]):
-            raise TypeError(f'train.ea.{key} must be {EA_OPTION_TYPES[key].__name__}, got {value!r}')
-    for key in ('interval', 'objectives', 'fitness'):
-        if key not in ea_opt:
-            raise ValueError(f'train.ea.{key} is required')
-
+from basicsr_ea.tiling import parse_tile, restore
 
 def broadcast_from_rank0(module):
     """Ranks seed their RNGs differently (BasicSR adds the rank): start every rank from rank 0's weights."""
@@ -82,16 +71,21 @@ def average_across_ranks(tensors):
 
 
 @MODEL_REGISTRY.register()
-class EAAdamModel(BaseModel):
+class EAAdamModel(RepairedModel, BaseModel):
     """P generators of any registered arch (``network_g``), one discriminator each (``network_d``)."""
 
     def __init__(self, opt):
         super().__init__(opt)
-        self.population_size = opt['train'].get('population_size', 5) if self.is_train else opt['population_size']
-        if self.population_size < 2:
-            raise ValueError(f'EA-Adam needs a population of at least 2, got population_size={self.population_size}')
+        if self.is_train:
+            self.train_options = parse(EAAdamTrainOptions, opt['train'], 'train')
+            self.population_size = self.train_options.population_size
+        else:
+            self.population_size = opt['population_size']
+            if not isinstance(self.population_size, int) or self.population_size < 2:
+                raise OptionError(f'population_size: EA-Adam needs a population of at least 2, got '
+                                  f'{self.population_size!r}')
         self.size_multiple = size_multiple(opt['network_g'])
-        check_tile(opt.get('tile'), self.size_multiple)
+        self.tile = parse_tile(opt.get('tile'), self.size_multiple)
         self.net_g = nn.ModuleList(build_network(opt['network_g']) for _ in range(self.population_size)).to(self.device)
         self.print_network(self.net_g[0])
         if not opt['path'].get('resume_state'):
@@ -114,39 +108,36 @@ class EAAdamModel(BaseModel):
 
     def init_training_settings(self):
         train_opt = self.opt['train']
-        if self.opt['path'].get('pretrain_network_vgg'):
-            set_vgg_weights_path(self.opt['path']['pretrain_network_vgg'])
         self.net_d = nn.ModuleList(build_network(self.opt['network_d'])
                                    for _ in range(self.population_size)).to(self.device)
         broadcast_from_rank0(self.net_d)
         self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device)
-        self.cri_perceptual = build_loss(train_opt['perceptual_opt']).to(self.device) \
-            if train_opt.get('perceptual_opt') else None
+        with perceptual_weights(self.opt):
+            self.cri_perceptual = build_loss(train_opt['perceptual_opt']).to(self.device) \
+                if train_opt.get('perceptual_opt') else None
         self.perceptual = PerceptualObjective(self.cri_perceptual) if self.cri_perceptual is not None else None
         self.cri_gan = build_loss(train_opt['gan_opt']).to(self.device) if train_opt.get('gan_opt') else None
-        if self.cri_perceptual is None and self.cri_gan is None:
-            raise ValueError('EA-Adam needs a perception side: train.perceptual_opt and/or train.gan_opt')
-        self.relativistic = train_opt.get('relativistic_gan', True)
+        self.relativistic = self.train_options.relativistic_gan
         self.g_params = [list(net.parameters()) for net in self.net_g]
         self.optimizer_g = build_optimizer(train_opt['optim_g'], [{'params': p} for p in self.g_params])
         if not isinstance(self.optimizer_g, EAAdam):
-            raise ValueError('train.optim_g must be an EA optimizer (type: EAAdam) over the population')
+            raise OptionError('train.optim_g.type: must be an EA optimizer (EAAdam) over the population')
         self.optimizer_d = build_optimizer(train_opt['optim_d'], [{'params': net.parameters()} for net in self.net_d])
         self.optimizers = [self.optimizer_g, self.optimizer_d]
         self.setup_schedulers()
-        self._init_ea(train_opt['ea'])
+        self._init_ea(self.train_options.ea)
         self.net_g.train()
         self.net_d.train()
 
     def _init_ea(self, ea_opt):
-        check_ea_options(ea_opt)
         self.ea_opt = ea_opt
-        self.objective_names = [o['type'] for o in ea_opt['objectives']]
+        self.objective_names = [o['type'] for o in ea_opt.objectives]
         if len(self.objective_names) != self.optimizer_g.ref_dirs.shape[1]:
             raise ValueError(f'{len(self.objective_names)} EA objectives for preferences over '
                              f'{self.optimizer_g.ref_dirs.shape[1]}')
-        self.objectives = [build_objective(o, self.perceptual) for o in ea_opt['objectives']]
-        self.fitness_lq, self.fitness_gt = load_fitness_patches(ea_opt['fitness'], self.opt['scale'])
+        self.objectives = [build_objective(o, self.perceptual, f'train.ea.objectives[{k}]')
+                           for k, o in enumerate(ea_opt.objectives)]
+        self.fitness_lq, self.fitness_gt = load_fitness_patches(ea_opt.fitness, self.opt['scale'])
         if self.fitness_lq.shape[0] < self.population_size:
             raise ValueError(f'EA fitness set has {self.fitness_lq.shape[0]} patches, fewer than the population '
                              f'({self.population_size}): add images or lower patch_size')
@@ -218,7 +209,7 @@ class EAAdamModel(BaseModel):
         if self.cri_gan is not None:
             self.optimizer_d.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)
-        if self.ea_opt['interval'] > 0 and current_iter % self.ea_opt['interval'] == 0:
+        if self.ea_opt.interval > 0 and current_iter % self.ea_opt.interval == 0:
             self.run_ea_phase(current_iter)
         if self.hypervolume is not None:
             self.log_dict['ea_hypervolume'] = self.hypervolume
@@ -226,8 +217,8 @@ class EAAdamModel(BaseModel):
     def run_ea_phase(self, current_iter):
         """MOEA/D in weight space; writes the objectives table, hypervolumes and the front plot of this phase."""
         evaluator = FitnessEvaluator(self.objectives, self.fitness_lq, self.fitness_gt, self.scratch_net,
-                                     self.ea_opt.get('batch_size', 16))
-        report = self.optimizer_g.evolve(evaluator, self.ea_opt.get('generations', 200))
+                                     self.ea_opt.batch_size)
+        report = self.optimizer_g.evolve(evaluator, self.ea_opt.generations)
         signs = evaluator.signs
         table = objectives_table(self.objective_names, report['objectives_before'], report['objectives'], signs)
         lines = [f'EA phase at iter {current_iter}: {report["generations"]} generations, '
@@ -243,8 +234,7 @@ class EAAdamModel(BaseModel):
         get_root_logger().info('\n'.join(lines))
         if self.opt['rank'] != 0:
             return
-        with open(os.path.join(self.ea_dir, f'objectives_{current_iter}.md'), 'w') as f:
-            f.write('\n\n'.join(lines) + '\n')
+        write_text_atomic(os.path.join(self.ea_dir, f'objectives_{current_iter}.md'), '\n\n'.join(lines) + '\n')
         if len(self.objective_names) == 2:
             save_front_plot(os.path.join(self.ea_dir, f'front_{current_iter}.png'), self.objective_names,
                             report['objectives_before'], report['objectives'], signs, f'EA phase, iter {current_iter}')
@@ -258,13 +248,13 @@ class EAAdamModel(BaseModel):
     def resume_training(self, resume_state):
         """Population weights from ``net_g_{i}_{iter}.pth``; optimizers (EA state included) and schedulers after."""
         models, it = self.opt['path']['models'], resume_state['iter']
-        extra = os.path.join(models, f'net_g_{self.population_size}_{it}.pth')
+        extra = os.path.join(models, population_file(self.population_size, it))
         if os.path.exists(extra):
             raise ValueError(f'the checkpoint at iter {it} holds more individuals than population_size='
                              f'{self.population_size} ({extra} exists)')
         for label, nets in (('g', self.net_g), ('d', self.net_d)):
             for i, net in enumerate(nets):
-                path = os.path.join(models, f'net_{label}_{i}_{it}.pth')
+                path = os.path.join(models, population_file(i, it, label))
                 if not os.path.isfile(path):
                     raise FileNotFoundError(f'resume: {path} is missing (population_size={self.population_size})')
                 self.load_network(net, path, strict=True)
@@ -285,7 +275,7 @@ class EAAdamModel(BaseModel):
             self.feed_data(data)
             gt_img = tensor2img(self.gt) if 'gt' in data else None
             for i, net in enumerate(self.net_g):
-                sr_img = tensor2img(restore(net, self.lq, self.opt.get('tile'), self.opt.get('scale', 1),
+                sr_img = tensor2img(restore(net, self.lq, self.tile, self.opt.get('scale', 1),
                                             self.size_multiple))
                 for name, metric_opt in metrics_opt.items():
                     results[f'{name}_{i}'] += calculate_metric({'img': sr_img, 'img2': gt_img}, metric_opt)

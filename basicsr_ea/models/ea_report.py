@@ -1,11 +1,8 @@
 """What a user sees after an EA phase: the objectives table, the front's hypervolume and a plot of the front."""
-import matplotlib
+import torch
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from basicsr_ea.evolution import hypervolume_2d  # noqa: E402
+from basicsr_ea.evolution import hypervolume_2d
+from basicsr_ea.plotting import new_figure, save_figure
 
 
 def normalized_hypervolumes(*fronts, margin=0.1):
@@ -29,7 +26,7 @@ def objectives_table(names, before, after, signs):
 
 def save_front_plot(path, names, before, after, signs, title):
     """Scatter of the population before and after the phase in the objectives' own units, one point per individual."""
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = new_figure(figsize=(5, 4))
     for front, label, marker in ((before * signs, 'before EA', 'o'), (after * signs, 'after EA', 's')):
         order = front[:, 0].argsort()
         ax.plot(front[order, 0], front[order, 1], marker=marker, label=label)
@@ -39,6 +36,4 @@ def save_front_plot(path, names, before, after, signs, title):
     ax.set_ylabel(names[1])
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

@@ -11,7 +11,10 @@ import torch.distributed as dist
 from basicsr.data.data_util import paired_paths_from_folder, paired_paths_from_lmdb
 from basicsr.metrics import calculate_niqe
 from basicsr.metrics.psnr_ssim import calculate_psnr_pt, calculate_ssim_pt
-from basicsr.utils import FileClient, imfrombytes, img2tensor, tensor2img
+from basicsr.utils import FileClient, img2tensor, tensor2img
+
+from basicsr_ea.image_formats import read_color
+from basicsr_ea.options import OptionError, check_call
 
 
 class L1Objective:
@@ -89,46 +92,71 @@ OBJECTIVES = {'l1': L1Objective, 'perceptual': PerceptualObjective, 'psnr': PSNR
               'niqe': NIQEObjective}
 
 
-def build_objective(opt, perceptual=None):
-    """An objective from ``{type: name, **kwargs}``; ``perceptual`` is the model's own ``PerceptualObjective``."""
-    opt = dict(opt)
-    name = opt.pop('type')
+def check_objective(opt, where):
+    """``{type: name, **kwargs}`` naming a known objective with arguments it takes; returns (name, kwargs)."""
+    kwargs = {k: v for k, v in opt.items() if k != 'type'}
+    name = opt['type']
     if name not in OBJECTIVES:
-        raise ValueError(f'unknown EA objective {name!r}; known: {sorted(OBJECTIVES)}')
+        raise OptionError(f'{where}.type: unknown EA objective {name!r}; known: {", ".join(sorted(OBJECTIVES))}')
+    if name == 'perceptual' and kwargs:
+        raise OptionError(f'{where}: the perceptual objective takes its settings from train.perceptual_opt, got '
+                          f'{kwargs}')
+    check_call(OBJECTIVES[name], kwargs, where)
+    return name, kwargs
+
+
+def check_objectives_run(objectives, patch_size):
+    """Try every objective but the perceptual one (which needs VGG weights) on a fitness patch of ``patch_size``:
+    one that cannot run on it (NIQE below 192x96 px) fails now, not at the first EA phase."""
+    patch = torch.zeros(1, 3, patch_size, patch_size)
+    for k, opt in enumerate(objectives):
+        where = f'train.ea.objectives[{k}]'
+        name, kwargs = check_objective(opt, where)
+        if name != 'perceptual':
+            try:
+                OBJECTIVES[name](**kwargs).prepare(patch)
+            except ValueError as err:
+                raise OptionError(f'{where} ({name}) with train.ea.fitness.patch_size {patch_size}: {err}') from err
+
+
+def build_objective(opt, perceptual, where):
+    """An objective from ``{type: name, **kwargs}`` at the option path ``where``; ``perceptual`` is the model's own
+    ``PerceptualObjective`` (None without ``train.perceptual_opt``)."""
+    name, kwargs = check_objective(opt, where)
     if name != 'perceptual':
-        return OBJECTIVES[name](**opt)
+        return OBJECTIVES[name](**kwargs)
     if perceptual is None:
-        raise ValueError('the perceptual EA objective needs train.perceptual_opt (and local VGG weights)')
-    if opt:
-        raise ValueError(f'the perceptual EA objective takes its settings from train.perceptual_opt, got {opt}')
+        raise OptionError(f'{where}: the perceptual EA objective needs train.perceptual_opt (and local VGG weights)')
     return perceptual
 
 
-def load_fitness_patches(opt, scale):
-    """LQ/GT patch pairs ``([N,3,h,w], [N,3,H,W])`` in [0, 1] from the first ``num_images`` pairs (sorted by name) of
-    ``dataroot_gt``/``dataroot_lq`` (folders or LMDB), cut on a grid of ``patch_size`` GT pixels, at most
-    ``max_patches_per_image`` each: a fixed set, the same on every run and every rank."""
+def check_fitness_folders(opt):
     for key in ('dataroot_gt', 'dataroot_lq'):
-        if not os.path.exists(opt[key]):
-            raise FileNotFoundError(f'EA fitness set: {key} {opt[key]} does not exist')
-    backend = dict(opt.get('io_backend', {'type': 'disk'}))
-    folders, keys = [opt['dataroot_lq'], opt['dataroot_gt']], ['lq', 'gt']
+        if not os.path.exists(getattr(opt, key)):
+            raise FileNotFoundError(f'train.ea.fitness.{key}: {getattr(opt, key)} does not exist')
+
+
+def load_fitness_patches(opt, scale):
+    """LQ/GT patch pairs ``([N,3,h,w], [N,3,H,W])`` in [0, 1] from a ``FitnessOptions``: a fixed set, the same on
+    every run and every rank."""
+    check_fitness_folders(opt)
+    backend = dict(opt.io_backend)
+    folders, keys = [opt.dataroot_lq, opt.dataroot_gt], ['lq', 'gt']
     if backend['type'] == 'lmdb':
         backend.update(db_paths=folders, client_keys=keys)
         pairs = paired_paths_from_lmdb(folders, keys)
     else:
-        pairs = paired_paths_from_folder(folders, keys, opt.get('filename_tmpl', '{}'))
-    pairs = sorted(pairs, key=lambda pair: pair['gt_path'])[:opt.get('num_images', 16)]
+        pairs = paired_paths_from_folder(folders, keys, opt.filename_tmpl)
+    pairs = sorted(pairs, key=lambda pair: pair['gt_path'])[:opt.num_images]
     if not pairs:
-        raise ValueError(f'EA fitness set {opt["dataroot_gt"]} holds no images')
+        raise ValueError(f'EA fitness set {opt.dataroot_gt} holds no images')
     client = FileClient(backend.pop('type'), **backend)
-    size, limit = opt.get('patch_size', 128), opt.get('max_patches_per_image', 50)
+    size, limit = opt.patch_size, opt.max_patches_per_image
     lq_patches, gt_patches = [], []
     for pair in pairs:
         try:
-            gt = imfrombytes(client.get(pair['gt_path'], 'gt'), float32=True)
-            lq = imfrombytes(client.get(pair['lq_path'], 'lq'), float32=True)
-        except ValueError as err:
+            gt, lq = read_color(client, pair['gt_path'], 'gt'), read_color(client, pair['lq_path'], 'lq')
+        except (ValueError, KeyError) as err:
             raise ValueError(f'EA fitness pair {pair["gt_path"]} / {pair["lq_path"]}: {err}') from err
         if gt.shape[0] != lq.shape[0] * scale or gt.shape[1] != lq.shape[1] * scale:
             raise ValueError(f'EA fitness pair {pair["gt_path"]}: GT {gt.shape[:2]} is not x{scale} of '
@@ -139,7 +167,7 @@ def load_fitness_patches(opt, scale):
             gt_patches.append(gt[top:top + size, left:left + size])
             lq_patches.append(lq[top // scale:(top + size) // scale, left // scale:(left + size) // scale])
     if not gt_patches:
-        raise ValueError(f'EA fitness set {opt["dataroot_gt"]}: no image is at least {size} px a side')
+        raise ValueError(f'EA fitness set {opt.dataroot_gt}: no image is at least {size} px a side')
     return (torch.stack(img2tensor(lq_patches, bgr2rgb=True, float32=True)),
             torch.stack(img2tensor(gt_patches, bgr2rgb=True, float32=True)))
 

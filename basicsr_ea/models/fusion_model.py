@@ -20,27 +20,28 @@ from basicsr.models.sr_model import SRModel
 from basicsr.models.srgan_model import SRGANModel
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from basicsr_ea.compat import set_vgg_weights_path
+from basicsr_ea.compat import RepairedModel, perceptual_weights
+from basicsr_ea.models.train_options import FusionTrainOptions
 from basicsr_ea.optim import build_optimizer
+from basicsr_ea.options import parse
 from basicsr_ea.tiling import TiledTestMixin
 
 
 @MODEL_REGISTRY.register()
-class FusionModel(TiledTestMixin, ESRGANModel):
+class FusionModel(RepairedModel, TiledTestMixin, ESRGANModel):
     """ESRGAN's training (or SRGAN's with ``relativistic_gan: false``, or SRModel's without ``gan_opt``) of the
     fused generator's trainable parameters: the routers. The expert tensors are buffers, so they never reach an
     optimizer and ``net_g`` checkpoints hold only the routers (and the backbone's own buffers)."""
 
     def init_training_settings(self):
-        train_opt = self.opt['train']
-        self.adversarial = bool(train_opt.get('gan_opt'))
-        self.relativistic = train_opt.get('relativistic_gan', True)
-        if self.opt['path'].get('pretrain_network_vgg'):
-            set_vgg_weights_path(self.opt['path']['pretrain_network_vgg'])
-        if self.adversarial:
-            super().init_training_settings()
-        else:
-            SRModel.init_training_settings(self)
+        train_options = parse(FusionTrainOptions, self.opt['train'], 'train')
+        self.adversarial = train_options.gan_opt is not None
+        self.relativistic = train_options.relativistic_gan
+        with perceptual_weights(self.opt):
+            if self.adversarial:
+                super().init_training_settings()
+            else:
+                SRModel.init_training_settings(self)
 
     def setup_optimizers(self):
         """BasicSR pops ``type`` from the options; build through the project's registry on a copy instead."""
