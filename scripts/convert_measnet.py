@@ -203,20 +203,21 @@ def read_authors_checkpoint(path):
 
 
 def network_options(options_path=None):
-    """MEASNet keyword arguments from an options file's ``network_g`` (the defaults without a file)."""
+    """``network_g`` of an options file (the default MEASNet without a file)."""
     if options_path is None:
-        return {}
+        return {'type': 'MEASNet'}
     with open(options_path) as f:
-        network = dict((yaml.safe_load(f) or {}).get('network_g') or {})
-    if network.pop('type', 'MEASNet') != 'MEASNet':
-        raise ConversionError(f'{options_path}: network_g is not a MEASNet')
-    return network
+        return dict((yaml.safe_load(f) or {}).get('network_g') or {'type': 'MEASNet'})
 
 
-def convert(authors_path, out_path, network_opt=None):
-    """Convert ``authors_path`` for ``MEASNet(**network_opt)`` and write ``{'params': ...}`` to ``out_path``."""
+def convert(authors_path, out_path, network_g=None):
+    """Convert ``authors_path`` for the MEASNet that ``network_g`` (``{type: MEASNet, ...}``, default: the default
+    MEASNet) describes and write ``{'params': ...}`` to ``out_path``; returns the params."""
+    options = dict(network_g or {'type': 'MEASNet'})
+    if options.pop('type', None) != 'MEASNet':
+        raise ConversionError(f'network_g must be a MEASNet, got type {(network_g or {}).get("type")!r}')
     with torch.device('meta'):  # only names and shapes are needed
-        network = MEASNet(**(network_opt or {}))
+        network = MEASNet(**options)
     params = convert_state_dict(read_authors_checkpoint(authors_path), network)
     atomic_torch_save({'params': params}, out_path)
     return params

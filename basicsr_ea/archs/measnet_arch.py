@@ -145,4 +145,9 @@ class MEASNet(nn.Module):
         if self.residual:
             out = out + img
         self.aux_loss = sum(aux_losses, img.new_zeros(()))
+        if self.training:
+            # DDP (find_unused_parameters) looks for the parameters used from the output: the routers of the
+            # aux-only levels reach only aux_loss, and without this would count as unused, then fail when their
+            # gradient arrives. The output's values are unchanged.
+            out = out + 0 * self.aux_loss
         return out[..., :h, :w]
