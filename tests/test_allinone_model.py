@@ -264,11 +264,12 @@ def test_two_processes_train_like_one_with_the_same_global_batch(fixed_patch_dat
                                                                    one_and_two_processes):
     """A narrow MEASNet under AllInOneModel, 2 processes x batch 2 against 1 process x batch 4 (4 iterations), on
     the 32 px LR patches as both input and target (an identity task: any fixed pairs do, crops draw nothing).
-    DDP needs ``find_unused_parameters`` (each image uses 2 of the experts of every ensemble). Two things are off
+    DDP needs ``find_unused_parameters`` (each image uses 2 of the experts of every ensemble). Three things are off
     here, on purpose:
 
     - ``gate_noise: false``: STP-G-MESE's training noise comes from each process's own random stream (BasicSR seeds
       rank r with seed + r), so with it on no two runs route alike.
+    - ``lowpass_batch_norm: false``: FD-MEE's BatchNorm (the authors') normalises each process's own batch.
     - ``aux_weight: 0``: the load-balancing loss is a cv^2 over the tokens of the process's own batch, which does not
       decompose over processes. With it on, DDP trains the average of the per-process load balances (as the
       authors' code does under DDP), not the load balance of the global batch.
@@ -286,7 +287,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(fixed_patch_dat
         'val': {'name': 'patches_val', 'type': 'PairedImageDataset', 'dataroot_gt': lr_folder['val'],
                 'dataroot_lq': lr_folder['val'], 'io_backend': {'type': 'disk'}}}
     assert opt['find_unused_parameters'] is True
-    opt['network_g'].update(gate_noise=False)
+    opt['network_g'].update(gate_noise=False, lowpass_batch_norm=False)
     opt['train'].update(aux_weight=0, total_iter=4, warmup_iter=-1)
     opt['train']['scheduler']['periods'] = [2, 2]
     opt['val']['val_freq'] = 100  # only the validation after training

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from basicsr_ea.archs.aflb import AFLB
-from basicsr_ea.archs.frequency_layers import FDMEE, DynamicLowPass, apply_group_kernels, fft_box_split
+from basicsr_ea.archs.aflb import AFLB, low_band_half_size
+from basicsr_ea.archs.frequency_layers import MESE, FDMEE, DynamicLowPass, apply_group_kernels, fft_box_split
 
 
 def test_apply_group_kernels_equals_a_grouped_convolution_per_image():
@@ -82,14 +82,28 @@ def test_fft_box_split_uses_each_images_own_box():
     assert_close(low[1], x[1].abs())
 
 
-def test_aflb_low_band_is_never_empty_at_training_sizes():
-    """The authors' half-size int(16 // 128 * t) is 0 here; ours keeps at least one bin, so a constant image (all
-    energy at the zero frequency) stays wholly in the low band."""
+def test_aflb_low_band_authors_rule_is_empty_below_256_px_and_nonempty_keeps_one_bin():
+    """The authors' half-size int(size // 128 * t) is 0 below 256 px: a constant image (all energy at the zero
+    frequency) goes wholly to the high band. ``nonempty`` keeps at least one bin, so it stays in the low band."""
+    constant = torch.full((2, 16, 16, 16), 0.3)
     torch.manual_seed(0)
-    aflb = AFLB(dim=16, num_heads=2)
-    low, high = aflb.split(torch.full((2, 16, 16, 16), 0.3))
-    assert_close(low, torch.full_like(low, 0.3))
+    low, high = AFLB(dim=16, num_heads=2).split(constant)
+    assert low.abs().max() < 1e-6
+    assert_close(high, constant)
+    torch.manual_seed(0)
+    low, high = AFLB(dim=16, num_heads=2, low_band='nonempty').split(constant)
+    assert_close(low, constant)
     assert high.abs().max() < 1e-6
+    with pytest.raises(ValueError, match='low_band'):
+        AFLB(dim=16, num_heads=2, low_band='wide')
+
+
+@pytest.mark.parametrize('size, rate, authors, nonempty', [(255, 0.99, 0, 1), (256, 0.49, 0, 1), (256, 0.5, 1, 1),
+                                                           (300, 0.9, 1, 2), (640, 0.7, 3, 3)])
+def test_low_band_half_size_rounds_as_each_rule_says(size, rate, authors, nonempty):
+    rates = torch.tensor([rate])
+    assert low_band_half_size(size, rates).item() == authors  # int(size // 128 * rate)
+    assert low_band_half_size(size, rates, low_band='nonempty').item() == nonempty  # max(1, int(size * rate / 128))
 
 
 def test_aflb_starts_as_the_identity_on_the_feature():
@@ -111,3 +125,42 @@ def test_fdmee_keeps_the_size_and_treats_images_independently(size):
         singles = torch.cat([block(x[i:i + 1]) for i in range(3)])
     assert out.shape == x.shape
     assert_close(out, singles, atol=1e-5, rtol=1e-5)
+
+
+def test_low_pass_batch_norm_uses_batch_statistics_in_training_and_running_ones_for_a_batch_of_one():
+    """The authors' BatchNorm fails in training on one image; ours normalises it with the running statistics (as in
+    eval, leaving them unchanged), and a batch of two trains on its own statistics as theirs does."""
+    split = make_low_pass()
+    norm = split.norm
+    with torch.no_grad():
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 16, 8, 8)
+    split.eval()
+    expected = split.kernels(x[:1])
+    split.train()
+    before = norm.running_mean.clone()
+    assert_close(split.kernels(x[:1]), expected)
+    assert torch.equal(norm.running_mean, before)
+    split.kernels(x)
+    assert not torch.equal(norm.running_mean, before)  # updated from the batch
+    logits = split.to_kernels(x.mean(dim=(2, 3), keepdim=True))
+    normalised = (logits - logits.mean(dim=0)) / (logits.var(dim=0, unbiased=False) + norm.eps).sqrt()
+    assert_close(split.kernels(x), (normalised * norm.weight[:, None, None] + norm.bias[:, None, None])
+                 .reshape(2, 8, 9).softmax(dim=-1))
+    assert not hasattr(DynamicLowPass(16, batch_norm=False).norm, 'running_mean')
+
+
+def test_mese_context_reuses_one_strided_conv_and_pads_only_below_16_px():
+    """From 16 px on the context is the authors': the same 4x4 stride-4 conv twice, dropping the remainder, then
+    bilinear upsampling to the input size; below 16 px (where theirs fails) it is replicate-padded to 16."""
+    torch.manual_seed(0)
+    mese = MESE(8)
+    k = torch.randn(1, 8, 23, 18)
+    down = mese.context_down
+    expected = k + F.interpolate(mese.context(down(down(k))), size=(23, 18), mode='bilinear', align_corners=False)
+    assert_close(mese.calibrate(k), expected)
+    small = torch.randn(2, 8, 5, 9)
+    padded = F.pad(small, (0, 7, 0, 11), mode='replicate')
+    context = F.interpolate(mese.context(down(down(padded))), size=(16, 16), mode='bilinear', align_corners=False)
+    assert_close(mese.calibrate(small), small + context[..., :5, :9])

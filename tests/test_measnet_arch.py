@@ -11,7 +11,7 @@ from basicsr_ea.archs.moe_layers import STPGMESE, GlobalRouter, TaskPrompt
 
 # YAML gives lists: the fast configuration is written as a config file would write it.
 NARROW = dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 4, 8], num_experts=4, top_k=2,
-              stp_levels=[1, 2, 3], prompt_dim=16, num_prompts=4)
+              stp_levels=[1, 2, 3], stp_aux_levels=[], prompt_dim=16, num_prompts=4)
 
 
 def narrow(**overrides):
@@ -80,9 +80,10 @@ def selected_experts(net):
 
 def test_backward_reaches_every_parameter_that_should_learn():
     """timm-style: after one backward every parameter has a finite, non-zero gradient, except the FD-MEE experts
-    their routers did not pick (no gradient at all) and AFLB's ``rate_conv`` (integer band size, as in AdaIR).
-    The zero-initialised gates and AFLB scale are perturbed first so that every path carries a signal."""
-    net = narrow()
+    their routers did not pick (no gradient at all), AFLB's ``rate_conv`` (integer band size, as in AdaIR) and the
+    authors' parameters their forward never reads (``unused``). The gates and the zero-initialised AFLB scale are
+    perturbed first so that every path carries a signal; the non-empty low band gives both AFLB bands content."""
+    net = narrow(aflb_low_band='nonempty')
     for name, param in net.named_parameters():
         if name.endswith(('w_gate.weight', 'aflb.alpha')):
             torch.nn.init.normal_(param, std=0.1)
@@ -96,6 +97,8 @@ def test_backward_reaches_every_parameter_that_should_learn():
             assert (param.grad is not None) == has_grad, name
         elif '.rate_conv.' in name:
             assert param.grad is None or not param.grad.any(), name
+        elif '.unused.' in name:
+            assert param.grad is None, name
         else:
             assert param.grad is not None and param.grad.any(), name
         assert param.grad is None or torch.isfinite(param.grad).all(), name
@@ -104,15 +107,38 @@ def test_backward_reaches_every_parameter_that_should_learn():
 
 def test_combine_and_stp_levels_options():
     x = torch.rand(1, 3, 16, 16)
-    net_sum, net_lse = narrow().eval(), narrow(combine='logsumexp').eval()
+    net_sum, net_lse = narrow(combine='sum').eval(), narrow().eval()
     with torch.no_grad():
         assert not torch.allclose(net_sum(x), net_lse(x))
-    parity = narrow(stp_levels=[1])
-    assert count(parity, STPGMESE) == 1 and parity(x).shape == x.shape
     with pytest.raises(ValueError, match='stp_levels'):
         narrow(stp_levels=[4])
+    with pytest.raises(ValueError, match='disjoint'):
+        narrow(stp_levels=[1, 2], stp_aux_levels=[2, 3])
     with pytest.raises(ValueError, match='combine'):
         narrow(combine='max')
+
+
+def test_aux_only_levels_add_their_loss_in_training_and_leave_the_output_alone():
+    """The authors' levels 2 and 3: their STP-G-MESE output is discarded and only the load-balancing loss counts.
+    So the output is that of the network without them (same weights, same seed: level 1 draws its noise first in
+    both), the aux loss is larger by their terms, and their experts get no gradient."""
+    authors = narrow(stp_levels=[1], stp_aux_levels=[2, 3])
+    level_1_only = narrow(stp_levels=[1], stp_aux_levels=[])
+    assert level_1_only.load_state_dict(authors.state_dict(), strict=False).missing_keys == []
+    assert count(authors, STPGMESE) == 3 and count(level_1_only, STPGMESE) == 1
+    x = torch.rand(2, 3, 16, 24)
+    with torch.no_grad():
+        assert torch.equal(authors.eval()(x), level_1_only.eval()(x)) and authors.aux_loss.item() == 0
+    outputs, losses = [], []
+    for net in (authors.train(), level_1_only.train()):
+        torch.manual_seed(0)
+        outputs.append(net(x))
+        losses.append(net.aux_loss)
+    assert torch.equal(outputs[0], outputs[1])
+    assert losses[0].item() > losses[1].item() > 0
+    (outputs[0].mean() + losses[0]).backward()
+    assert all(p.grad is None for level in (1, 2) for p in authors.encoder[level].stp.experts.parameters())
+    assert authors.encoder[1].stp.router.w_gate.weight.grad.abs().sum() > 0
 
 
 def test_switches_remove_their_components():
@@ -128,9 +154,7 @@ def test_switches_remove_their_components():
 def test_paper_scale_default_builds_and_trains_one_step():
     torch.manual_seed(0)
     net = MEASNet()
-    # measured: 31.66 M with AFLB (the authors report 31.68 M), 29.02 M without
-    assert 31.5e6 < parameter_count(net) < 31.8e6
-    assert 28.9e6 < parameter_count(MEASNet(use_aflb=False)) < 29.1e6
+    assert parameter_count(net) == 31_680_752  # the authors' IRmodel()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
     x = torch.rand(1, 3, 32, 32)
     before = net.output.weight.detach().clone()

@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from basicsr_ea.archs.moe_layers import (ExpertMLP, NoisyTopKRouter, STPGMESE, cv_squared, dense_dispatch,
-                                         dense_gates, load_balancing_loss, prob_in_top_k, softmax_top_k,
-                                         sparse_dispatch, top_k_gating)
+from basicsr_ea.archs.moe_layers import (ExpertMLP, NoisyTopKRouter, STPGMESE, combine_expert_outputs, cv_squared,
+                                         dense_dispatch, dense_gates, load_balancing_loss, prob_in_top_k,
+                                         softmax_top_k, sparse_dispatch, top_k_gating)
 
 
 @pytest.mark.parametrize('k', [1, 2, 3])
@@ -164,3 +164,34 @@ def test_stp_gmese_routes_each_token_on_its_own_in_eval():
     assert_close(out, singles, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match='combine'):
         STPGMESE(dim=8, prompt_dim=4, combine='max')
+
+
+def test_logsumexp_combine_has_finite_gradients_where_a_gate_underflows_to_zero():
+    """A top-k softmax gate is exactly 0 when the kept logits are ~100 apart; log(0) must not turn into a NaN
+    gradient (it did: 0 * d log(g) / dg = 0 / 0). The zero gate drops out, as in the authors' code."""
+    logits = torch.tensor([[200.0, 0.0, -5.0], [1.0, 0.5, 0.0]], requires_grad=True)
+    indices, gates = top_k_gating(logits, 2)
+    assert gates[0, 1].item() == 0 and gates[1].min() > 0
+    outputs = torch.randn(2, 2, 4, requires_grad=True)
+    mixed = combine_expert_outputs(outputs, gates, 'logsumexp')
+    mixed.sum().backward()
+    assert torch.isfinite(logits.grad).all() and torch.isfinite(outputs.grad).all()
+    assert_close(mixed[0], outputs[0, 0].detach())  # only the gate of 1 counts
+    assert_close(mixed[1], torch.logsumexp(outputs[1].detach() + gates[1, :, None].detach().log(), dim=0))
+    assert outputs.grad[0, 1].abs().max() == 0
+
+
+def test_logsumexp_combine_stays_finite_where_the_authors_exp_overflows():
+    """The authors compute log(sum g * exp(out)): exp(100) overflows float32 to inf (and inf * 0 to NaN)."""
+    outputs = torch.tensor([[[100.0], [95.0]]])
+    gates = torch.tensor([[0.7, 0.3]])
+    expected = 100 + torch.log(0.7 + 0.3 * torch.exp(torch.tensor(-5.0)))
+    assert_close(combine_expert_outputs(outputs, gates, 'logsumexp'), expected.reshape(1, 1))
+    assert torch.isinf((gates[..., None] * outputs.exp()).sum(dim=1)).all()
+
+
+def test_router_gate_weights_start_standard_normal_as_the_authors_or_at_zero():
+    torch.manual_seed(0)
+    weight = NoisyTopKRouter(64, num_experts=6, top_k=2).w_gate.weight
+    assert abs(weight.std().item() - 1) < 0.1 and abs(weight.mean().item()) < 0.1
+    assert not NoisyTopKRouter(64, num_experts=6, top_k=2, zero_init=True).w_gate.weight.any()

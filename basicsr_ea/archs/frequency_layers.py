@@ -31,24 +31,43 @@ def apply_group_kernels(x, kernels):
     return out.reshape(b, c, h, w)
 
 
-class DynamicLowPass(nn.Module):
-    """Learned dynamic low-pass split: GAP -> 1x1 conv -> per-image kernels for ``groups`` channel groups, each a
-    softmax over its taps (non-negative, summing to 1, so the filter keeps the mean). Returns (low, x - low).
+def unused_parameters(**shapes):
+    """Parameters the authors' modules hold but their forward never reads (zeros here), kept under the authors' names
+    so that their checkpoints load strictly and the parameter count is theirs. They get no gradient."""
+    return nn.ParameterDict({name: nn.Parameter(torch.zeros(shape)) for name, shape in shapes.items()})
 
-    The authors' filter also batch-normalises the pooled features; we leave that out because it couples the images
-    of a training batch and fails on a batch of one.
+
+class KernelBatchNorm(nn.BatchNorm2d):
+    """The authors' BatchNorm of the pooled features, which fails in training on a batch of one (one value per
+    channel): such a batch is normalised with the running statistics (left as they are), as in eval."""
+
+    def forward(self, x):
+        if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
+class DynamicLowPass(nn.Module):
+    """Learned dynamic low-pass split: GAP -> 1x1 conv -> BatchNorm -> per-image kernels for ``groups`` channel
+    groups, each a softmax over its taps (non-negative, summing to 1, so the filter keeps the mean). Returns
+    (low, x - low).
+
+    ``batch_norm=False`` leaves the BatchNorm out: in training it couples the images of a batch (and the processes
+    of a DDP run do not share its statistics), so without it each image's split is its own in training too.
     """
 
-    def __init__(self, dim, groups=8, kernel_size=3):
+    def __init__(self, dim, groups=8, kernel_size=3, batch_norm=True):
         super().__init__()
         if dim % groups:
             raise ValueError(f'dim={dim} must be a multiple of groups={groups}')
         self.groups, self.taps = groups, kernel_size**2
         self.to_kernels = conv1x1(dim, groups * self.taps)
         nn.init.kaiming_normal_(self.to_kernels.weight, mode='fan_out', nonlinearity='relu')
+        self.norm = KernelBatchNorm(groups * self.taps) if batch_norm else nn.Identity()
+        self.unused = unused_parameters(lamb_l=dim, lamb_h=dim)
 
     def kernels(self, x):
-        logits = self.to_kernels(x.mean(dim=(2, 3), keepdim=True))
+        logits = self.norm(self.to_kernels(x.mean(dim=(2, 3), keepdim=True)))
         return logits.reshape(x.shape[0], self.groups, self.taps).softmax(dim=-1)
 
     def forward(self, x):
@@ -75,11 +94,12 @@ def fft_box_split(x, half_h, half_w):
 
 
 class LowRankExpert(nn.Module):
-    """E(x, k) = W3 (W1 x * W2 k) with 1x1 convs through a rank-``rank`` bottleneck; input is cat([x, k], dim=1)."""
+    """E(x, k) = W3 (W1 x * W2 k) with 1x1 convs (with biases) through a rank-``rank`` bottleneck; input is
+    cat([x, k], dim=1)."""
 
-    def __init__(self, dim, rank, bias=False):
+    def __init__(self, dim, rank):
         super().__init__()
-        self.w1, self.w2, self.w3 = conv1x1(dim, rank, bias), conv1x1(dim, rank, bias), conv1x1(rank, dim, bias)
+        self.w1, self.w2, self.w3 = conv1x1(dim, rank, True), conv1x1(dim, rank, True), conv1x1(rank, dim, True)
 
     def forward(self, xk):
         x, k = xk.chunk(2, dim=1)
@@ -87,7 +107,7 @@ class LowRankExpert(nn.Module):
 
 
 class MESE(nn.Module):
-    """Multi-expert selection and ensemble on one frequency band.
+    """Multi-expert selection and ensemble on one frequency band (convs with biases, as in the authors' code).
 
     3x3 conv -> GELU -> 1x1 to 2C, split into ``x`` (striped depthwise 1x3 + 3x1 conv, GELU) and a context ``k``
     (calibrated by its own 1/16-resolution summary); a per-image router picks ``top_k`` low-rank experts
@@ -99,26 +119,27 @@ class MESE(nn.Module):
         top_k: experts used per image.
     """
 
-    def __init__(self, dim, ranks=(2, 3, 4, 5, 6), top_k=2, bias=False):
+    def __init__(self, dim, ranks=(2, 3, 4, 5, 6), top_k=2):
         super().__init__()
-        self.project_in = nn.Sequential(conv3x3(dim, dim, bias), nn.GELU(), conv1x1(dim, 2 * dim, bias))
+        self.project_in = nn.Sequential(conv3x3(dim, dim, True), nn.GELU(), conv1x1(dim, 2 * dim, True))
         self.striped = nn.Sequential(
-            nn.Conv2d(dim, dim, (1, 3), padding=(0, 1), groups=dim, bias=bias),
-            nn.Conv2d(dim, dim, (3, 1), padding=(1, 0), groups=dim, bias=bias), nn.GELU())
-        self.context = nn.Sequential(
-            nn.Conv2d(dim, dim, 4, stride=4, groups=dim, bias=bias), nn.GELU(),
-            nn.Conv2d(dim, dim, 4, stride=4, groups=dim, bias=bias), nn.GELU(),
-            conv3x3(dim, dim, bias, groups=dim), conv1x1(dim, dim, bias))
+            nn.Conv2d(dim, dim, (1, 3), padding=(0, 1), groups=dim),
+            nn.Conv2d(dim, dim, (3, 1), padding=(1, 0), groups=dim), nn.GELU())
+        self.context_down = nn.Sequential(nn.Conv2d(dim, dim, 4, stride=4, groups=dim), nn.GELU())
+        self.context = nn.Sequential(conv3x3(dim, dim, True, groups=dim), conv1x1(dim, dim, True))
         self.router = GlobalRouter(dim, len(ranks), top_k)
-        self.experts = nn.ModuleList([LowRankExpert(dim, rank, bias) for rank in ranks])
-        self.project_out = conv1x1(dim, dim, bias)
+        self.experts = nn.ModuleList([LowRankExpert(dim, rank) for rank in ranks])
+        self.project_out = conv1x1(dim, dim, True)
 
     def calibrate(self, k):
-        """k plus its bilinearly upsampled context; k is replicate-padded to a multiple of 16 first, so the two
-        stride-4 convs work at any size."""
+        """k plus its context: the same 4x4 stride-4 depthwise conv twice (1/16 resolution), 3x3 + 1x1, bilinear
+        upsampling. Sides below 16 px, where the authors' code fails, are replicate-padded to 16 and the upsampled
+        context is cropped back; from 16 px on (every size the authors' code runs) nothing is padded, and the
+        strided convs drop the remainder as theirs do."""
         h, w = k.shape[-2:]
-        padded = F.pad(k, (0, -w % 16, 0, -h % 16), mode='replicate')
-        context = F.interpolate(self.context(padded), size=padded.shape[-2:], mode='bilinear', align_corners=False)
+        padded = F.pad(k, (0, max(0, 16 - w), 0, max(0, 16 - h)), mode='replicate')
+        context = self.context(self.context_down(self.context_down(padded)))
+        context = F.interpolate(context, size=padded.shape[-2:], mode='bilinear', align_corners=False)
         return k + context[..., :h, :w]
 
     def run_expert(self, e, xk):
@@ -134,29 +155,31 @@ class MESE(nn.Module):
 
 
 class MEE(nn.Module):
-    """Pre-norm residual multi-expert ensemble: x + MESE(LayerNorm(x))."""
+    """Pre-norm residual multi-expert ensemble: x + MESE(LayerNorm(x)), LayerNorm eps 1e-6 as the authors'. Their
+    second LayerNorm is never applied (``unused``)."""
 
-    def __init__(self, dim, bias=False):
+    def __init__(self, dim):
         super().__init__()
-        self.norm = LayerNorm2d(dim)
-        self.mese = MESE(dim, bias=bias)
+        self.norm = LayerNorm2d(dim, eps=1e-6)
+        self.mese = MESE(dim)
+        self.unused = unused_parameters(norm_2_weight=dim, norm_2_bias=dim)
 
     def forward(self, x):
         return x + self.mese(self.norm(x))
 
 
 class FDMEE(nn.Module):
-    """Frequency-decomposed multi-expert ensemble: dynamic low-pass split, one MEE per band, 1x1 fusion.
+    """Frequency-decomposed multi-expert ensemble: dynamic low-pass split, one MEE per band, 1x1 fusion (with bias).
 
-    Input and output (B, C, H, W), C a multiple of ``groups``.
+    Input and output (B, C, H, W), C a multiple of ``groups``; ``batch_norm``: see ``DynamicLowPass``.
     """
 
-    def __init__(self, dim, groups=8, bias=False):
+    def __init__(self, dim, groups=8, batch_norm=True):
         super().__init__()
-        self.split = DynamicLowPass(dim, groups)
-        self.low = MEE(dim, bias)
-        self.high = MEE(dim, bias)
-        self.fuse = conv1x1(2 * dim, dim, bias)
+        self.split = DynamicLowPass(dim, groups, batch_norm=batch_norm)
+        self.low = MEE(dim)
+        self.high = MEE(dim)
+        self.fuse = conv1x1(2 * dim, dim, True)
 
     def forward(self, x):
         low, high = self.split(x)

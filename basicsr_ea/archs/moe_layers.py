@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from basicsr_ea.archs.arch_util import pad_reflect
+
 COMBINE_MODES = ('sum', 'logsumexp')
 
 
@@ -58,14 +60,19 @@ def load_balancing_loss(importance, load):
 def combine_expert_outputs(outputs, gates, combine='sum'):
     """Mix (N, k, ...) expert outputs with (N, k) gates.
 
-    ``sum`` is the plain weighted sum; ``logsumexp`` is log(sum g * exp(out)) as in the authors' code (computed
-    stably), kept for parity. Zero gates drop out in both, so a dense (N, E, ...) input gives the same result.
+    ``sum`` is the plain weighted sum; ``logsumexp`` is log(sum g * exp(out)) as in the authors' code, computed
+    stably: where their ``exp`` overflows (inf, then NaN) or underflows (they substitute log(eps) = -36) this is the
+    exact value. Zero gates drop out in both, so a dense (N, E, ...) input gives the same result. A zero gate's log
+    is taken of 1 and masked to -inf afterwards: ``gates.log()`` would give it the gradient 0 / 0 = NaN (a top-k
+    softmax gate underflows to exactly 0 when the logits are far apart).
     """
     gates = gates.reshape(gates.shape + (1, ) * (outputs.dim() - 2))
     if combine == 'sum':
         return (gates * outputs).sum(dim=1)
     if combine == 'logsumexp':
-        return torch.logsumexp(outputs + gates.log(), dim=1)
+        kept = gates > 0
+        log_gates = torch.where(kept, torch.where(kept, gates, 1).log(), -torch.inf)
+        return torch.logsumexp(outputs + log_gates, dim=1)
     raise ValueError(f'combine must be one of {COMBINE_MODES}, got {combine!r}')
 
 
@@ -96,21 +103,24 @@ def dense_dispatch(x, indices, gates, expert, num_experts, combine='sum'):
 class NoisyTopKRouter(nn.Module):
     """Noisy top-k gating: logits = W_g x (+ N(0, 1) * (softplus(W_n x) + noise_eps) in training only).
 
-    Both weight matrices start at zero, as in the MoE code MEASNet builds on, so every expert starts equally likely.
-    ``forward`` returns (indices, gates, aux_loss) with aux_loss the load-balancing loss in training and 0 in eval.
-    ``noise=False`` gates on the clean logits in training too (deterministic training, e.g. to compare runs whose
-    random streams differ); the load is then the hard count of selections and W_n stays unused (it is kept, so
-    checkpoints load either way).
+    W_g starts from a standard normal and W_n at zero, as in the authors' code; ``zero_init`` starts W_g at zero
+    too, as in the MoE code MEASNet builds on, so that every expert starts equally likely. ``forward`` returns
+    (indices, gates, aux_loss) with aux_loss the load-balancing loss in training and 0 in eval. ``noise=False`` gates
+    on the clean logits in training too (deterministic training, e.g. to compare runs whose random streams differ);
+    the load is then the hard count of selections and W_n stays unused (it is kept, so checkpoints load either way).
     """
 
-    def __init__(self, in_features, num_experts, top_k, noise_eps=0.01, noise=True):
+    def __init__(self, in_features, num_experts, top_k, noise_eps=0.01, noise=True, zero_init=False):
         super().__init__()
         if not 0 < top_k <= num_experts:
             raise ValueError(f'top_k must be in [1, num_experts={num_experts}], got {top_k}')
         self.num_experts, self.top_k, self.noise_eps, self.noise = num_experts, top_k, noise_eps, noise
         self.w_gate = nn.Linear(in_features, num_experts, bias=False)
         self.w_noise = nn.Linear(in_features, num_experts, bias=False)
-        nn.init.zeros_(self.w_gate.weight)
+        if zero_init:
+            nn.init.zeros_(self.w_gate.weight)
+        else:
+            nn.init.normal_(self.w_gate.weight)
         nn.init.zeros_(self.w_noise.weight)
 
     def forward(self, x):
@@ -133,7 +143,7 @@ class NoisyTopKRouter(nn.Module):
 
 
 class GlobalRouter(nn.Module):
-    """One routing decision per image: global average pool -> linear -> ``softmax_top_k``.
+    """One routing decision per image: global average pool -> linear (no bias) -> ``softmax_top_k``.
 
     Input (B, C, H, W); returns (indices, weights), both (B, top_k). Deterministic, so images never interact.
     """
@@ -141,7 +151,7 @@ class GlobalRouter(nn.Module):
     def __init__(self, dim, num_experts, top_k):
         super().__init__()
         self.top_k = top_k
-        self.fc = nn.Linear(dim, num_experts)
+        self.fc = nn.Linear(dim, num_experts, bias=False)
 
     def forward(self, x):
         return softmax_top_k(self.fc(x.mean(dim=(2, 3))), self.top_k)
@@ -164,34 +174,45 @@ class STPGMESE(nn.Module):
 
     The router sees each token concatenated with the image's prompt projected to C; the experts see the token
     alone. Output: token + combined expert outputs. Input (B, C, H, W) and prompt (B, prompt_dim); ``forward``
-    returns (output, aux_loss).
+    returns (output, aux_loss); ``routing_loss`` returns the aux_loss alone without running the experts (the
+    authors' levels 2 and 3, whose output their network discards).
 
     Args:
         dim: channels C of the feature map.
         prompt_dim: length of the task prompt.
         num_experts, top_k: E experts, k of them per token.
         hidden_factor: expert MLP width as a multiple of C.
-        combine: 'sum' or 'logsumexp' (see ``combine_expert_outputs``).
+        combine: 'logsumexp' (the authors') or 'sum' (see ``combine_expert_outputs``).
         gate_noise: the router's training noise (see ``NoisyTopKRouter``'s ``noise``).
+        zero_gate_init: start the gate weights at zero (see ``NoisyTopKRouter``'s ``zero_init``).
     """
 
-    def __init__(self, dim, prompt_dim, num_experts=6, top_k=2, hidden_factor=2.66, combine='sum', gate_noise=True):
+    def __init__(self, dim, prompt_dim, num_experts=6, top_k=2, hidden_factor=2.66, combine='logsumexp',
+                 gate_noise=True, zero_gate_init=False):
         super().__init__()
         if combine not in COMBINE_MODES:
             raise ValueError(f'combine must be one of {COMBINE_MODES}, got {combine!r}')
         self.combine = combine
         self.prompt_proj = nn.Linear(prompt_dim, dim)
-        self.router = NoisyTopKRouter(2 * dim, num_experts, top_k, noise=gate_noise)
+        self.router = NoisyTopKRouter(2 * dim, num_experts, top_k, noise=gate_noise, zero_init=zero_gate_init)
         self.experts = nn.ModuleList([ExpertMLP(dim, int(dim * hidden_factor)) for _ in range(num_experts)])
 
     def run_expert(self, e, tokens):
         return self.experts[e](tokens)
 
-    def forward(self, x, prompt):
+    def route(self, x, prompt):
+        """(tokens (B*H*W, C), the router's (indices, gates, aux_loss)) of x (B, C, H, W)."""
         b, c, h, w = x.shape
         tokens = x.permute(0, 2, 3, 1).reshape(-1, c)
         prompt = self.prompt_proj(prompt).repeat_interleave(h * w, dim=0)
-        indices, gates, aux_loss = self.router(torch.cat([tokens, prompt], dim=1))
+        return tokens, self.router(torch.cat([tokens, prompt], dim=1))
+
+    def routing_loss(self, x, prompt):
+        return self.route(x, prompt)[1][2]
+
+    def forward(self, x, prompt):
+        b, c, h, w = x.shape
+        tokens, (indices, gates, aux_loss) = self.route(x, prompt)
         out = tokens + sparse_dispatch(tokens, indices, gates, self.run_expert, len(self.experts), self.combine)
         return out.reshape(b, h, w, c).permute(0, 3, 1, 2), aux_loss
 
@@ -199,15 +220,19 @@ class STPGMESE(nn.Module):
 class TaskPrompt(nn.Module):
     """Unsupervised degradation-aware prompt: one prompt_dim vector per image, a soft pick from a learned dictionary.
 
-    Strided conv encoder of the degraded image -> global average pool -> linear -> softmax over ``num_prompts``
-    atoms -> weighted sum of the atoms -> GELU. Input (B, C, H, W), output (B, prompt_dim).
+    Strided conv encoder of the degraded image (two 3x3 stride-3 convs without padding, as the authors') -> global
+    average pool -> linear -> softmax over ``num_prompts`` atoms -> weighted sum of the atoms -> GELU. Input
+    (B, C, H, W), output (B, prompt_dim). Sides below 9 px, where the two unpadded convs leave nothing (the
+    authors' code fails there), are reflect-padded to 9 first.
     """
+
+    min_size = 9
 
     def __init__(self, inp_channels=3, prompt_dim=256, num_prompts=32, num_feat=64):
         super().__init__()
         self.encoder = nn.Sequential(
-            nn.Conv2d(inp_channels, num_feat, 3, stride=3, padding=1), nn.LeakyReLU(0.1, inplace=True),
-            nn.Conv2d(num_feat, num_feat, 3, stride=3, padding=1), nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(inp_channels, num_feat, 3, stride=3), nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(num_feat, num_feat, 3, stride=3), nn.LeakyReLU(0.1, inplace=True),
             nn.Conv2d(num_feat, num_feat, 1), nn.LeakyReLU(0.1, inplace=True),
             nn.Conv2d(num_feat, num_feat, 1), nn.LeakyReLU(0.1, inplace=True),
             nn.Conv2d(num_feat, num_prompts, 1))
@@ -215,5 +240,8 @@ class TaskPrompt(nn.Module):
         self.atoms = nn.Parameter(torch.randn(num_prompts, prompt_dim))
 
     def forward(self, x):
+        h, w = x.shape[-2:]
+        if min(h, w) < self.min_size:
+            x = pad_reflect(x, (0, max(0, self.min_size - w), 0, max(0, self.min_size - h)))
         weights = self.to_weights(self.encoder(x).mean(dim=(2, 3))).softmax(dim=1)
         return F.gelu(weights @ self.atoms)

@@ -16,7 +16,8 @@ def conv3x3(in_channels, out_channels, bias=False, groups=1):
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of each pixel (Restormer's ``WithBias_LayerNorm``)."""
+    """LayerNorm over the channels of each pixel (Restormer's ``WithBias_LayerNorm``, eps 1e-5; FD-MEE's
+    ``channels_first`` LayerNorm with eps 1e-6)."""
 
     def forward(self, x):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
@@ -50,12 +51,19 @@ class ChannelCrossAttention(nn.Module):
         return self.project_out(channel_attention(self.q(x), k, v, self.num_heads, self.temperature))
 
 
-class MDTA(ChannelCrossAttention):
-    """Restormer's self-attention (MDTA): the cross-attention of x with itself. Separate q and kv convs equal
-    Restormer's single qkv conv (the 1x1 and the depthwise 3x3 act per output channel) in function and size."""
+class MDTA(nn.Module):
+    """Restormer's self-attention (multi-Dconv head transposed attention): one 1x1 + depthwise 3x3 conv to q, k, v."""
+
+    def __init__(self, dim, num_heads, bias=False):
+        super().__init__()
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Sequential(conv1x1(dim, 3 * dim, bias), conv3x3(3 * dim, 3 * dim, bias, groups=3 * dim))
+        self.project_out = conv1x1(dim, dim, bias)
 
     def forward(self, x):
-        return super().forward(x, x)
+        q, k, v = self.qkv(x).chunk(3, dim=1)
+        return self.project_out(channel_attention(q, k, v, self.num_heads, self.temperature))
 
 
 class GDFN(nn.Module):
