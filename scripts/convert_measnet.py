@@ -27,7 +27,7 @@ import yaml
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from basicsr_ea.archs.measnet_arch import MEASNet  # noqa: E402
-from basicsr_ea.utils import atomic_torch_save  # noqa: E402
+from basicsr_ea.checkpoints import save_checkpoint  # noqa: E402
 
 LIGHTNING_PREFIX = 'net.'
 PARAM = r'(weight|bias)'
@@ -219,7 +219,7 @@ def convert(authors_path, out_path, network_g=None):
     with torch.device('meta'):  # only names and shapes are needed
         network = MEASNet(**options)
     params = convert_state_dict(read_authors_checkpoint(authors_path), network)
-    atomic_torch_save({'params': params}, out_path)
+    save_checkpoint({'params': params}, out_path)
     return params
 
 
