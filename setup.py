@@ -30,5 +30,5 @@ setup(
         'lpips>=0.1.4',          # ships LPIPS's linear layers; the AlexNet backbone is a local file
         'dists-pytorch>=0.1',    # ships DISTS's alpha/beta; the VGG16 backbone is a local file
     ],
-    extras_require={'test': ['pytest>=7']},
+    extras_require={'test': ['pytest>=7', 'pytest-randomly==5.1.0']},  # pinned: the suite runs in a shuffled order
 )

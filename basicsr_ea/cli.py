@@ -1,9 +1,15 @@
 """What this project's command-line entry points share: a user's mistake (an option, a file, a full disk) is one
 line naming it and a non-zero exit; ``--debug`` keeps the traceback."""
+import os.path as osp
 import sys
 
 import torch
 import yaml
+
+from basicsr_ea.compat import PipelineRepairs
+
+# BasicSR's pipelines put experiments/, results/ and tb_logger/ under the root they are given: this repository's.
+REPO_ROOT = osp.abspath(osp.join(__file__, osp.pardir, osp.pardir))
 
 # Errors whose message says what to fix; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, KeyError, OSError, yaml.YAMLError, torch.OutOfMemoryError)
@@ -22,3 +28,13 @@ def run(work, argv=None):
         if isinstance(err, torch.OutOfMemoryError):
             message = f'out of memory: {message.splitlines()[0]} Restore tile by tile (tile option), or lower the batch.'
         sys.exit(f'error: {message} (--debug shows the traceback)')
+
+
+def run_pipeline(pipeline, check_options):
+    """BasicSR's ``pipeline(root)`` (``train_pipeline``, ``test_pipeline``) under ``run``: BasicSR 1.4.2's repairs in
+    place for its duration and ``check_options(opt)`` before any folder is made or image read."""
+    def work():
+        with PipelineRepairs(check_options=check_options):
+            pipeline(REPO_ROOT)
+
+    run(work)

@@ -7,21 +7,10 @@ The pipeline runs with BasicSR 1.4.2's repairs (``compat.PipelineRepairs``) and 
 (``startup.check_training_options``) before any folder is made or image read; a user's mistake is one line (see
 ``cli``).
 """
-import os.path as osp
-
 import basicsr_ea  # noqa: F401  (repairs BasicSR's import, registers the plugin)
 from basicsr.train import train_pipeline
-from basicsr_ea.cli import run
-from basicsr_ea.compat import PipelineRepairs
+from basicsr_ea.cli import run_pipeline
 from basicsr_ea.startup import check_training_options
 
-ROOT = osp.abspath(osp.join(__file__, osp.pardir, osp.pardir))
-
-
-def main():
-    with PipelineRepairs(check_options=check_training_options):
-        train_pipeline(ROOT)
-
-
 if __name__ == '__main__':
-    run(main)
+    run_pipeline(train_pipeline, check_training_options)

@@ -66,14 +66,30 @@ def test_adam_phase_moves_every_individual_but_the_frozen_one(ea_opt):
     assert all(torch.isfinite(torch.tensor(v)) for v in model.log_dict.values())
 
 
-def test_preferences_steer_individuals_towards_their_objective(ea_opt):
-    """Individual 1 (w = 0.5/0.5) and 2 (pure perception) get different updates from the same batch."""
-    ea_opt['train']['optim_g']['frozen'] = []
+def test_each_individual_moves_towards_its_own_preference(ea_opt, random_vgg19):
+    """Three copies of one network, trained by Adam alone on the same batch with preferences (1, 0), (0.5, 0.5) and
+    (0, 1) over (L1, perceptual): the distortion end reaches the lowest L1, the perception end the lowest perceptual
+    loss, and the balanced one lies between them on both."""
+    train = ea_opt['train']
+    train['optim_g']['frozen'] = []
+    train['ea'].update(interval=0, objectives=[{'type': 'l1'}, {'type': 'perceptual'}])
+    train.pop('gan_opt')
+    train['perceptual_opt'] = {'type': 'PerceptualLoss', 'layer_weights': {'conv3_4': 1.0}, 'vgg_type': 'vgg19',
+                               'use_input_norm': True, 'perceptual_weight': 1.0, 'style_weight': 0, 'criterion': 'l1'}
+    ea_opt['path']['pretrain_network_vgg'] = random_vgg19
+    torch.manual_seed(0)
     model = build_model(ea_opt)
-    model.net_g[2].load_state_dict(model.net_g[1].state_dict())
+    for net in model.net_g[1:]:
+        net.load_state_dict(model.net_g[0].state_dict())
     model.feed_data(batch())
-    model.optimize_parameters(current_iter=1)
-    assert any(not torch.equal(a, b) for a, b in zip(model.net_g[1].parameters(), model.net_g[2].parameters()))
+    for it in range(1, 21):
+        model.optimize_parameters(current_iter=it)
+    with torch.no_grad():
+        outputs = [net(model.lq) for net in model.net_g]
+        l1 = [model.cri_pix(sr, model.gt).item() for sr in outputs]
+        percep = [model.cri_perceptual(sr, model.gt)[0].item() for sr in outputs]
+    assert l1[0] < l1[1] < l1[2]
+    assert percep[2] < percep[1] < percep[0]
 
 
 def test_ea_phase_writes_table_plot_and_keeps_frozen_anchor(ea_opt):

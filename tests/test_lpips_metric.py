@@ -10,8 +10,9 @@ import torchvision
 from basicsr.metrics import calculate_metric
 from torch import nn
 
-from basicsr_ea.metrics.dists_metric import DISTSVGG, calculate_dists, dists_network
-from basicsr_ea.metrics.lpips_metric import LPIPSAlex, calculate_lpips, lpips_network
+from basicsr_ea.metrics.dists_metric import DISTS, DISTSVGG, calculate_dists
+from basicsr_ea.metrics.feature_networks import feature_network
+from basicsr_ea.metrics.lpips_metric import LPIPS, LPIPSAlex, calculate_lpips
 
 
 def save_random_backbone(arch, path, seed=0):
@@ -111,7 +112,7 @@ def test_lpips_equals_the_lpips_package(backbones, monkeypatch):
     alexnet_path, features = backbones['alexnet']
     monkeypatch.setattr(pretrained_networks, 'tv', trunk_factory(features))
     reference = lpips_module.LPIPS(net='alex', pretrained=True, pnet_rand=False, verbose=False)
-    ours = lpips_network(alexnet_path, None, torch.device('cpu'))
+    ours = feature_network(LPIPS, alexnet_path, None, torch.device('cpu'))
     assert isinstance(ours, LPIPSAlex)
     x, y = torch.rand(2, 3, 48, 64) * 2 - 1, torch.rand(2, 3, 48, 64) * 2 - 1
     with torch.no_grad():
@@ -121,7 +122,7 @@ def test_lpips_equals_the_lpips_package(backbones, monkeypatch):
 def test_dists_equals_the_dists_package(backbones, monkeypatch):
     dists_pt = pytest.importorskip('DISTS_pytorch.DISTS_pt')
     vgg16_path, features = backbones['vgg16']
-    ours = dists_network(vgg16_path, None, torch.device('cpu'))
+    ours = feature_network(DISTS, vgg16_path, None, torch.device('cpu'))
     assert isinstance(ours, DISTSVGG)
     monkeypatch.setattr(dists_pt, 'models', trunk_factory(features))
     reference = dists_pt.DISTS(load_weights=False)

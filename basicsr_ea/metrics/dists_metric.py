@@ -6,15 +6,13 @@ from the ``dists-pytorch`` package's shipped ``weights.pt`` (or a path). That pa
 and looks for ``weights.pt`` under ``sys.prefix``, so it is not called here; a missing file is a
 ``FileNotFoundError`` naming it.
 """
-import functools
-
 import numpy as np
 import torch
 from basicsr.utils.registry import METRIC_REGISTRY
 from torch import nn
 from torch.nn import functional as F
 
-from basicsr_ea.metrics.lpips_metric import feature_metric, load_calibration, torchvision_features
+from basicsr_ea.metrics.feature_networks import FeatureMetric, feature_metric
 
 VGG16_PATH = 'experiments/pretrained_models/vgg16-397923af.pth'
 
@@ -82,13 +80,8 @@ class DISTSVGG(nn.Module):
         return 1 - similarity.flatten()
 
 
-@functools.lru_cache(maxsize=4)
-def dists_network(backbone_path, calibration_path, device):
-    """One DISTS network per weight files and device, built on first use."""
-    features = torchvision_features('vgg16', backbone_path, 'VGG16 weights')
-    calibration = load_calibration(calibration_path, 'DISTS_pytorch', 'weights.pt', 'DISTS alpha/beta',
-                                   'dists-pytorch==0.1')
-    return DISTSVGG(features, calibration).to(device)
+DISTS = FeatureMetric(arch='vgg16', backbone='VGG16 weights', package='DISTS_pytorch', calibration_file='weights.pt',
+                      calibration='DISTS alpha/beta', requirement='dists-pytorch==0.1', network=DISTSVGG)
 
 
 @METRIC_REGISTRY.register()
@@ -101,4 +94,4 @@ def calculate_dists(img, img2, crop_border, input_order='HWC', backbone_path=VGG
         calibration_path: alpha/beta; default the ``dists-pytorch`` package's ``weights.pt``.
         device: default CUDA when available.
     """
-    return feature_metric(dists_network, img, img2, crop_border, input_order, backbone_path, calibration_path, device)
+    return feature_metric(DISTS, img, img2, crop_border, input_order, backbone_path, calibration_path, device)
