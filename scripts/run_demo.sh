@@ -8,6 +8,19 @@ cd "$(dirname "$0")/.."
 PYTHON=${1:-.venv/bin/python}
 step() { echo; echo "== $*"; }
 
+# A fresh training run refuses to start over an earlier run's checkpoints (basicsr_ea/startup.py); this script's own
+# earlier runs are moved aside together, saying where, so a second `make demo` starts afresh and loses nothing.
+previous=()
+for run in SRResNet_demo_x4 EAAdam_demo_x4 AdamBaseline_demo_x4 Fusion_demo_x4; do
+    if [ -d "experiments/$run" ]; then previous+=("$run"); fi
+done
+if [ ${#previous[@]} -gt 0 ]; then
+    archive="experiments/demo_archived_$(date +%Y%m%d_%H%M%S)"
+    mkdir -p "$archive"
+    for run in "${previous[@]}"; do mv "experiments/$run" "$archive/"; done
+    echo "Earlier demo runs (${previous[*]}) moved to $archive/"
+fi
+
 step 'Demo data (scikit-image samples, x4 MATLAB bicubic)'
 "$PYTHON" scripts/make_demo_data.py
 step 'PSNR-oriented start model (MSRResNet, L1)'
