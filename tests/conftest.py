@@ -100,3 +100,22 @@ def one_and_two_processes(tmp_path):
                           for single, double in zip(weights[None], weights[2]) for key in single])
 
     return train
+
+
+@pytest.fixture
+def ea_opt(demo_data, tmp_path):
+    """The tiny EA-Adam options, ready to build the model in this process."""
+    from builders import in_process, tiny_ea_options
+    return in_process(tiny_ea_options('unit', demo_data), tmp_path)
+
+
+@pytest.fixture
+def run_files(tmp_path):
+    """An EA-Adam run's models/ folder in miniature: 3 experts and the discriminator of individual 2."""
+    from basicsr.archs import build_network
+    from builders import BACKBONE, DISCRIMINATOR, save_experts
+    models = save_experts(tmp_path / 'ea' / 'models', BACKBONE)
+    torch.manual_seed(7)
+    d_path = os.path.join(models, 'net_d_2_latest.pth')
+    torch.save({'params': build_network(DISCRIMINATOR).state_dict()}, d_path)
+    return models, d_path

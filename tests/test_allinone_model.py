@@ -10,6 +10,7 @@ import torch
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.models import build_model
 from basicsr.utils.registry import ARCH_REGISTRY
+from builders import model_options
 from helpers import REPO_ROOT, load_options, logged_values, run_train
 from scripts_loader import load_script
 from torch import nn
@@ -31,21 +32,6 @@ class AuxToyNet(nn.Module):
         feat = self.conv(x)
         self.aux_loss = feat.pow(2).mean() if self.training else torch.zeros(())
         return x + feat
-
-
-def model_options(network_g, val_names=('derain', 'denoise_25'), **metrics):
-    datasets = {'train': {'name': 'train'}}
-    datasets.update({f'val_{i}': {'name': name} for i, name in enumerate(val_names)})
-    return {
-        'name': 'allinone', 'model_type': 'AllInOneModel', 'scale': 1, 'num_gpu': 0, 'dist': False, 'rank': 0,
-        'world_size': 1, 'is_train': True, 'datasets': datasets, 'network_g': network_g,
-        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
-        'train': {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 1e-3}, 'total_iter': 10, 'warmup_iter': -1,
-                  'scheduler': {'type': 'MultiStepLR', 'milestones': [100], 'gamma': 0.5},
-                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
-        'val': {'val_freq': 1, 'save_img': False,
-                'metrics': metrics or {'psnr': {'type': 'calculate_psnr'}, 'ssim': {'type': 'calculate_ssim'}}},
-    }
 
 
 def random_batch(seed, batch=2):

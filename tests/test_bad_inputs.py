@@ -27,38 +27,16 @@ The cases below are BasicSR's paired data (what the SR configs train on), LMDBs,
 """
 import os
 
-import cv2
-import numpy as np
 import pytest
 import torch
 from basicsr.data import build_dataset
-from basicsr.data.paired_image_dataset import PairedImageDataset
 from basicsr.models import build_model
 from basicsr.utils import get_root_logger
+from builders import in_process, paired_dataset, snapshot, tiny_demo_options, tiny_ea_options, write_pairs
 from helpers import run_train
-from test_ea_adam_model import in_process, snapshot, tiny_ea_options
-from test_train_pipeline import tiny_demo_options
 
 from basicsr_ea.checkpoints import CheckpointError
 from basicsr_ea.data.lmdb_util import folder_to_lmdb
-
-
-def write_pairs(root, names=('a', 'b'), gt_size=32, lq_size=8):
-    """Random GT/LQ PNG pairs under ``root/{gt,lq}``; returns the two folders."""
-    rng = np.random.default_rng(0)
-    folders = []
-    for sub, size in (('gt', gt_size), ('lq', lq_size)):
-        folder = os.path.join(root, sub)
-        os.makedirs(folder)
-        for name in names:
-            cv2.imwrite(os.path.join(folder, f'{name}.png'), rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
-        folders.append(folder)
-    return folders
-
-
-def paired_dataset(gt, lq, backend='disk'):
-    return PairedImageDataset({'name': 'bad', 'dataroot_gt': gt, 'dataroot_lq': lq, 'io_backend': {'type': backend},
-                               'scale': 4, 'phase': 'train', 'gt_size': 16, 'use_hflip': False, 'use_rot': False})
 
 
 def test_missing_dataroot_names_the_folder(tmp_path, pipeline_repairs):

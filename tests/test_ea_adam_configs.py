@@ -8,8 +8,8 @@ import torch
 from basicsr.archs import build_network, vgg_arch
 from basicsr.models import build_model
 from basicsr.utils.options import parse_options
+from builders import in_process
 from helpers import REPO_ROOT, load_options, point_at_demo_data
-from test_ea_adam_model import in_process
 
 RRDB, SRRESNET = 'train_EAAdam_x4.yml', 'train_EAAdam_SRResNet_x4.yml'
 # What differs between the two configs; parameter counts are those of ESRGAN's RRDB (16.7M) and SRResNet (1.5M).

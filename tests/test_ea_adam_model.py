@@ -5,52 +5,13 @@ import os
 import pytest
 import torch
 from basicsr.models import build_model
-from helpers import REPO_ROOT, load_options, logged_values, point_at_demo_data, run_train
-
-EA_DEMO_OPTIONS = os.path.join(REPO_ROOT, 'options', 'train_EAAdam_demo.yml')
-
-
-def tiny_ea_options(name, data_root, total_iter=8, population_size=3):
-    """The demo config shrunk: 3 individuals from scratch, batch 2, a 2-generation EA phase every 4 iterations on
-    four 64 px fitness patches, L1 and PSNR as objectives (NIQE is slow and needs 192 px patches)."""
-    opt = point_at_demo_data(load_options(EA_DEMO_OPTIONS), data_root)
-    opt['name'] = name
-    opt['path']['pretrain_network_g'] = None
-    opt['datasets']['train']['batch_size_per_gpu'] = 2
-    opt['network_d']['num_feat'] = 8
-    train = opt['train']
-    train.update(population_size=population_size, total_iter=total_iter)
-    train['optim_g']['lr'] = 1e-3
-    train['ea'].update(interval=4, generations=2, objectives=[{'type': 'l1'}, {'type': 'psnr', 'crop_border': 4}])
-    train['ea']['fitness'].update(dataroot_gt=os.path.join(data_root, 'train', 'HR'),
-                                  dataroot_lq=os.path.join(data_root, 'train', 'LR_bicubic_x4'), num_images=2,
-                                  patch_size=64, max_patches_per_image=2)
-    opt['val'] = {'val_freq': total_iter, 'save_img': False,
-                  'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4, 'test_y_channel': True}}}
-    opt['logger'].update(print_freq=1, save_checkpoint_freq=total_iter // 2, use_tb_logger=False)
-    return opt
-
-
-def in_process(opt, tmp_path):
-    """The options as BasicSR's parse_options leaves them, for building the model in this process."""
-    opt = copy.deepcopy(opt)
-    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=0, auto_resume=False)
-    opt['path'].update(experiments_root=str(tmp_path), models=str(tmp_path / 'models'))
-    return opt
-
-
-@pytest.fixture
-def ea_opt(demo_data, tmp_path):
-    return in_process(tiny_ea_options('unit', demo_data), tmp_path)
+from builders import snapshot, tiny_ea_options
+from helpers import logged_values, run_train
 
 
 def batch(seed=0):
     g = torch.Generator().manual_seed(seed)
     return {'lq': torch.rand(2, 3, 32, 32, generator=g), 'gt': torch.rand(2, 3, 128, 128, generator=g)}
-
-
-def snapshot(model):
-    return [[p.detach().clone() for p in net.parameters()] for net in model.net_g]
 
 
 def test_adam_phase_moves_every_individual_but_the_frozen_one(ea_opt):

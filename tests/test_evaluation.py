@@ -11,12 +11,12 @@ from basicsr.archs import build_network
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.models.sr_model import SRModel
 from scripts_loader import load_script
-from test_lpips_metric import save_random_backbone
 
 from basicsr_ea.evaluation import AVERAGE, evaluate, run_evaluation
 from basicsr_ea.evaluation.inputs import ModelOptions, expand_models
 from basicsr_ea.checkpoints import CheckpointError
 from basicsr_ea.options import OptionError, parse
+from builders import save_random_backbone
 
 SR_NET = {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'upscale': 4}
 DENOISE_NET = {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_conv': 2,

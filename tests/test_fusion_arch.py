@@ -7,20 +7,10 @@ import pytest
 import torch
 from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
+from builders import BACKBONES, fusion, randomize_routers, save_experts
 from torch import nn
 
 from basicsr_ea.archs.fusion_arch import expert_paths
-from basicsr_ea.archs.mixing_layers import MixedParameter, MixingLayer
-
-BACKBONES = {
-    'MSRResNet': dict(type='MSRResNet', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=1, upscale=4),
-    'RRDBNet': dict(type='RRDBNet', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=1, num_grow_ch=4, scale=4),
-    # ape: absolute_pos_embed; depth 2: a shifted block with its attn_mask buffer
-    'SwinIR': dict(type='SwinIR', upscale=2, in_chans=3, img_size=16, window_size=4, img_range=1., depths=[2],
-                   embed_dim=8, num_heads=[2], mlp_ratio=2, upsampler='pixelshuffledirect', ape=True,
-                   drop_path_rate=0.),
-}
-ROUTER = dict(router_channels=[4, 4, 8], router_hidden=4)
 
 
 @ARCH_REGISTRY.register()
@@ -37,41 +27,10 @@ class FusionTestNet(nn.Module):
         return self.norm(self.conv(x)) * self.scale
 
 
-def save_experts(folder, backbone, seeds=(0, 1, 2), iteration='latest'):
-    """Experts in the EA-Adam layout (``net_g_{i}_{iteration}.pth``): the backbone initialised with seed i, every
-    parameter then moved by N(0, 0.02^2) noise so that none (LayerNorm's constant init included) is equal across
-    experts, as after training."""
-    os.makedirs(folder, exist_ok=True)
-    for i, seed in enumerate(seeds):
-        torch.manual_seed(seed)
-        net = build_network(backbone)
-        with torch.no_grad():
-            for param in net.parameters():
-                param.add_(0.02 * torch.randn_like(param))
-        torch.save({'params': net.state_dict()}, os.path.join(folder, f'net_g_{i}_{iteration}.pth'))
-    return str(folder)
-
-
 def expert_net(folder, backbone, i):
     net = build_network(backbone)
     net.load_state_dict(torch.load(os.path.join(folder, f'net_g_{i}_latest.pth'), weights_only=True)['params'])
     return net.eval()
-
-
-def fusion(folder, backbone, **kwargs):
-    return build_network(dict(type='PopulationFusion', backbone=backbone, experts=folder, **ROUTER, **kwargs)).eval()
-
-
-def randomize_routers(net, seed=0):
-    """Routers start at uniform weights; give them random last layers so images and layers get different weights."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, MixingLayer):
-                module.router.head[-1].weight.copy_(3 * torch.randn(module.router.head[-1].weight.shape, generator=g))
-            elif isinstance(module, MixedParameter):
-                module.logits.copy_(torch.randn(module.logits.shape, generator=g))
-    return net
 
 
 def lq(batch=2, seed=0, size=16):

@@ -13,44 +13,9 @@ import torch
 import yaml
 from basicsr.archs import build_network
 from basicsr.models import build_model
+from builders import BACKBONE, ROUTER, fusion, in_process, randomize_routers, tiny_fusion_options
 from helpers import REPO_ROOT, load_options, logged_values, point_at_demo_data, run_train
 from scripts_loader import load_script
-from test_fusion_arch import BACKBONES, ROUTER, fusion, randomize_routers, save_experts
-
-FUSION_DEMO = os.path.join(REPO_ROOT, 'options', 'train_Fusion_demo.yml')
-BACKBONE = BACKBONES['MSRResNet']
-DISCRIMINATOR = dict(type='VGGStyleDiscriminator', num_in_ch=3, num_feat=8, input_size=128)
-
-
-@pytest.fixture
-def run_files(tmp_path):
-    """An EA-Adam run's models/ folder in miniature: 3 experts and the discriminator of individual 2."""
-    models = save_experts(tmp_path / 'ea' / 'models', BACKBONE)
-    torch.manual_seed(7)
-    d_path = os.path.join(models, 'net_d_2_latest.pth')
-    torch.save({'params': build_network(DISCRIMINATOR).state_dict()}, d_path)
-    return models, d_path
-
-
-def tiny_options(name, models, d_path):
-    """The demo options on the miniature run: narrow routers and discriminator."""
-    opt = load_options(FUSION_DEMO)
-    opt['name'] = name
-    opt['network_g'].update(backbone=BACKBONE, experts=models, **ROUTER)
-    opt['network_d'] = dict(DISCRIMINATOR)
-    opt['path']['pretrain_network_d'] = d_path
-    return opt
-
-
-def in_process(opt, root):
-    """The options as BasicSR's parse_options leaves them, for building the model in this process."""
-    opt = copy.deepcopy(opt)
-    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=0, auto_resume=False)
-    opt['path'].update(experiments_root=str(root), models=str(root / 'models'),
-                       training_states=str(root / 'training_states'))
-    for folder in ('models', 'training_states'):
-        os.makedirs(root / folder, exist_ok=True)
-    return opt
 
 
 def batch(seed=0):
@@ -70,7 +35,7 @@ def router_state(model):
 
 def test_training_moves_only_the_routers(run_files, tmp_path):
     models, d_path = run_files
-    opt = in_process(tiny_options('unit', models, d_path), tmp_path)
+    opt = in_process(tiny_fusion_options('unit', models, d_path), tmp_path)
     opt['train']['optim_g']['lr'] = 1e-2  # random experts give the routers' inner layers tiny gradients
     model = build_model(opt)
     assert opt['train']['optim_g']['type'] == 'Adam'  # the options were not consumed
@@ -97,7 +62,7 @@ def test_training_moves_only_the_routers(run_files, tmp_path):
 def test_gan_variants(variant, d_calls, run_files, tmp_path):
     """ESRGAN's step calls the discriminator 5 times (2 for G, 3 for D), SRGAN's 3 times; without gan_opt there is
     no discriminator at all and only net_g is saved."""
-    opt = in_process(tiny_options('unit', *run_files), tmp_path)
+    opt = in_process(tiny_fusion_options('unit', *run_files), tmp_path)
     opt['train']['relativistic_gan'] = variant == 'relativistic'
     if variant == 'no_gan':
         del opt['train']['gan_opt']
@@ -114,7 +79,7 @@ def test_gan_variants(variant, d_calls, run_files, tmp_path):
 
 
 def test_resume_gives_identical_outputs(run_files, tmp_path):
-    opt = in_process(tiny_options('unit', *run_files), tmp_path)
+    opt = in_process(tiny_fusion_options('unit', *run_files), tmp_path)
     model = build_model(opt)
     train_steps(model, 2)
     model.save(0, 2)
@@ -215,7 +180,7 @@ def test_collapsed_checkpoint_loads_in_plain_basicsr(run_files, tmp_path):
 def test_training_pipeline_end_to_end(processes, demo_data, experiment_name, run_files, tmp_path):
     """BasicSR's own train.py on the demo options, in one process and in two (DDP, gloo): 2 iterations, validation,
     checkpoints that the collapse reads."""
-    opt = point_at_demo_data(tiny_options(experiment_name, *run_files), demo_data)
+    opt = point_at_demo_data(tiny_fusion_options(experiment_name, *run_files), demo_data)
     opt['datasets']['train']['batch_size_per_gpu'] = 2
     opt['train']['total_iter'] = 2
     opt['val']['val_freq'] = 2
@@ -240,7 +205,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(fixed_patch_dat
     Tolerance, as for EA-Adam: the all-reduce sums in another order than one process does (differences ~1e-7), and
     Adam's ``m / sqrt(v)`` turns such a difference into up to ``lr`` per step where an element's gradient is near
     zero. So: at least 99.5% of the weights agree to 1e-5, and every weight to 2 x lr x steps."""
-    opt = point_at_demo_data(tiny_options(experiment_name, *run_files), fixed_patch_data)
+    opt = point_at_demo_data(tiny_fusion_options(experiment_name, *run_files), fixed_patch_data)
     opt['datasets']['train'].update(use_hflip=False, use_rot=False, dataset_enlarge_ratio=1)
     opt['train'].pop('gan_opt')
     opt['train']['total_iter'] = 4

@@ -6,28 +6,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import torchvision
 from basicsr.metrics import calculate_metric
-from torch import nn
+from builders import save_random_backbone
 
 from basicsr_ea.metrics.dists_metric import DISTS, DISTSVGG, calculate_dists
 from basicsr_ea.metrics.feature_networks import feature_network
 from basicsr_ea.metrics.lpips_metric import LPIPS, LPIPSAlex, calculate_lpips
-
-
-def save_random_backbone(arch, path, seed=0):
-    """A torchvision ``features`` trunk with random weights, saved as ``features.*`` like torchvision's files;
-    built on the meta device so the classifier head (most of the parameters) is never initialised."""
-    torch.manual_seed(seed)
-    with torch.device('meta'):
-        features = getattr(torchvision.models, arch)().features
-    features = features.to_empty(device='cpu')
-    for layer in features:
-        if isinstance(layer, nn.Conv2d):
-            nn.init.kaiming_normal_(layer.weight, mode='fan_out', nonlinearity='relu')
-            nn.init.zeros_(layer.bias)
-    torch.save({f'features.{k}': v for k, v in features.state_dict().items()}, path)
-    return features
 
 
 @pytest.fixture(scope='module')

@@ -2,6 +2,7 @@
 import pytest
 import torch
 from basicsr.archs import build_network
+from builders import NARROW
 from torch.testing import assert_close
 
 from basicsr_ea.archs.aflb import AFLB
@@ -10,8 +11,6 @@ from basicsr_ea.archs.measnet_arch import MEASNet
 from basicsr_ea.archs.moe_layers import STPGMESE, GlobalRouter, TaskPrompt
 
 # YAML gives lists: the fast configuration is written as a config file would write it.
-NARROW = dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 4, 8], num_experts=4, top_k=2,
-              stp_levels=[1, 2, 3], stp_aux_levels=[], prompt_dim=16, num_prompts=4)
 
 
 def narrow(**overrides):

@@ -15,13 +15,11 @@ from basicsr.metrics import calculate_psnr
 from basicsr.models import build_model
 from basicsr.utils import tensor2img
 from scripts_loader import load_script
-from test_allinone_model import model_options
-from test_fusion_arch import BACKBONES
-from test_measnet_arch import NARROW
 
 from basicsr_ea.archs.arch_util import size_multiple
 from basicsr_ea.evaluation import run_evaluation
 from basicsr_ea.inference import Restorer
+from builders import BACKBONES, NARROW, model_options
 
 RRDB_X2 = dict(BACKBONES['RRDBNet'], scale=2)  # pixel-unshuffles its input: sides must be even
 SWINIR_X2 = dict(BACKBONES['SwinIR'], ape=False)  # 4x4 windows: sides must be multiples of 4

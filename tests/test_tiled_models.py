@@ -9,15 +9,11 @@ from basicsr.archs import build_network
 from basicsr.metrics import calculate_metric
 from basicsr.models import build_model
 from basicsr.utils import tensor2img
-from test_allinone_model import model_options
-from test_ea_adam_model import ea_opt  # noqa: F401 (fixture)
-from test_fusion_arch import BACKBONES
-from test_fusion_model import in_process, run_files, tiny_options  # noqa: F401 (fixture)
-from test_measnet_arch import NARROW
 
 from basicsr_ea.evaluation.inputs import build_metrics
 from basicsr_ea.evaluation.runner import evaluate_dataset, prepare
 from basicsr_ea.tiling import parse_tile, tiled_forward
+from builders import BACKBONES, NARROW, in_process, model_options, tiny_fusion_options
 
 TILE = {'tile_size': 24, 'tile_pad': 12}
 SINGLE = slice(0, 12 * 4)  # output rows/cols covered by the first tile only (x4)
@@ -40,14 +36,14 @@ def allinone_model(run_files, tmp_path, tile=TILE):
 
 
 def fusion_model(run_files, tmp_path, tile=TILE):
-    opt = in_process(tiny_options('unit', *run_files), tmp_path)
+    opt = in_process(tiny_fusion_options('unit', *run_files), tmp_path)
     opt['tile'] = tile
     opt['train']['ema_decay'] = 0.999
     return build_model(opt)
 
 
 @pytest.mark.parametrize('build', [allinone_model, fusion_model])
-def test_test_tiles_with_the_ema_network(build, run_files, tmp_path):  # noqa: F811
+def test_test_tiles_with_the_ema_network(build, run_files, tmp_path):
     model = build(run_files, tmp_path)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -66,7 +62,7 @@ def test_test_tiles_with_the_ema_network(build, run_files, tmp_path):  # noqa: F
                                atol=1e-5)
 
 
-def test_ea_adam_validation_measures_each_individual_tiled(ea_opt):  # noqa: F811
+def test_ea_adam_validation_measures_each_individual_tiled(ea_opt):
     opt = copy.deepcopy(ea_opt)
     opt['tile'] = TILE
     model = build_model(opt)
@@ -115,7 +111,7 @@ def test_measnet_tiles_an_odd_sized_image_back_to_its_size():
     ({'tile_size': 64.0, 'tile_pad': 8}, 'tile.tile_size: expected int'),
     (256, 'tile: expected a mapping'),
 ])
-def test_bad_tile_options_are_clear_errors(tile, message, run_files, tmp_path):  # noqa: F811
+def test_bad_tile_options_are_clear_errors(tile, message, run_files, tmp_path):
     with pytest.raises(ValueError, match=message):
         parse_tile(tile)
     for build in (allinone_model, fusion_model):

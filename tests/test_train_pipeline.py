@@ -3,21 +3,8 @@ import os
 
 import pytest
 import torch
-from helpers import DEMO_OPTIONS, load_options, logged_values, point_at_demo_data, remove_experiment, run_train
-
-
-def tiny_demo_options(name, data_root, backend='disk', total_iter=60):
-    opt = point_at_demo_data(load_options(DEMO_OPTIONS), data_root, backend)
-    opt['name'] = name
-    opt['datasets']['train'].update(batch_size_per_gpu=4, gt_size=32, dataset_enlarge_ratio=10)
-    opt['train']['total_iter'] = total_iter
-    # RRDBNet has no interpolation shortcut: it starts far from the target, so learning shows in a few iterations.
-    opt['network_g'] = {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 16, 'num_block': 1,
-                        'num_grow_ch': 8, 'scale': 4}
-    opt['train']['scheduler'] = {'type': 'MultiStepLR', 'milestones': [10_000], 'gamma': 0.5}
-    opt['val']['val_freq'] = total_iter
-    opt['logger'].update(print_freq=1, save_checkpoint_freq=total_iter // 2, use_tb_logger=False)
-    return opt
+from builders import tiny_demo_options
+from helpers import logged_values, remove_experiment, run_train
 
 
 @pytest.mark.parametrize('backend', ['disk', 'lmdb'])

@@ -13,10 +13,9 @@ import torch
 import yaml
 from basicsr.archs.srresnet_arch import MSRResNet
 from basicsr.models import build_model
+from builders import in_process, paired_dataset, tiny_ea_options, write_pairs
 from helpers import REPO_ROOT
 from scripts_loader import load_script
-from test_bad_inputs import paired_dataset, write_pairs
-from test_ea_adam_model import in_process, tiny_ea_options
 
 from basicsr_ea import files
 from basicsr_ea.checkpoints import CheckpointError, save_checkpoint
@@ -116,7 +115,7 @@ def test_option_typos_at_every_level_are_errors_before_any_work(ea_run, change, 
     change(ea_run['train'])
     with pytest.raises(OptionError, match=message):
         check_training_options(ea_run)
-    assert not os.path.exists(ea_run['path']['experiments_root'])
+    assert os.listdir(ea_run['path']['models']) == os.listdir(ea_run['path']['training_states']) == []
 
 
 def test_a_batch_larger_than_an_epoch_is_refused(ea_run):
@@ -139,8 +138,7 @@ def test_a_missing_metric_weights_file_fails_at_start_up(ea_run, tmp_path):
 
 
 def test_a_rerun_under_an_existing_name_is_refused_and_moves_nothing(ea_run):
-    models = os.path.join(ea_run['path']['experiments_root'], 'models')
-    os.makedirs(models)
+    models = ea_run['path']['models']
     save_network(os.path.join(models, 'net_g_0_latest.pth'))
     with pytest.raises(FileExistsError, match='already holds an earlier run .* --auto_resume'):
         check_training_options(ea_run)
