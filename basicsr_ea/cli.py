@@ -32,9 +32,16 @@ def run(work, argv=None):
 
 def run_pipeline(pipeline, check_options):
     """BasicSR's ``pipeline(root)`` (``train_pipeline``, ``test_pipeline``) under ``run``: BasicSR 1.4.2's repairs in
-    place for its duration and ``check_options(opt)`` before any folder is made or image read."""
+    place for its duration and ``check_options(opt)`` before any folder is made or image read.
+
+    BasicSR never destroys its process group; a gloo process that exits with one alive can abort in its teardown
+    ("terminate called without an active exception", pytorch/pytorch#190489) after its work is saved, failing the
+    launch. So it is destroyed after a run that succeeded (after a failure the other ranks may still be in a
+    collective, and destroying would hang)."""
     def work():
         with PipelineRepairs(check_options=check_options):
             pipeline(REPO_ROOT)
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
     run(work)
