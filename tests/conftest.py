@@ -11,6 +11,13 @@ from basicsr_ea.testing import write_random_vgg19
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
+def pytest_terminal_summary(terminalreporter, config):
+    """The shuffled order's seed at the end, where ``-q`` still prints (pytest-randomly's header line is hidden)."""
+    if config.pluginmanager.has_plugin('randomly'):
+        seed = config.getoption('randomly_seed')
+        terminalreporter.write_line(f'test order: pytest-randomly seed {seed}; repeat it with --randomly-seed={seed}')
+
+
 @pytest.fixture(autouse=True, scope='session')
 def one_torch_thread():
     """The tests' networks are tiny and many tests start training processes beside this one: OpenMP threads
