@@ -9,6 +9,7 @@ import torch
 import torchvision
 from basicsr.archs import build_network
 from basicsr.data.paired_image_dataset import PairedImageDataset
+from basicsr.utils import set_random_seed
 from helpers import DEMO_OPTIONS, REPO_ROOT, load_options, point_at_demo_data
 from torch import nn
 
@@ -41,8 +42,10 @@ def tiny_ea_options(name, data_root, total_iter=8, population_size=3):
 
 def in_process(opt, root):
     """The options as BasicSR's parse_options leaves them, for building the model in this process (its folders
-    made under ``root``)."""
+    made under ``root``); the random generators seeded from ``manual_seed`` as BasicSR's train pipeline does, so
+    the model built next has the same weights whatever ran before."""
     opt = copy.deepcopy(opt)
+    set_random_seed(opt.get('manual_seed', 0))
     opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=0, auto_resume=False)
     opt['path'].update(experiments_root=str(root), models=str(root / 'models'),
                        training_states=str(root / 'training_states'))
