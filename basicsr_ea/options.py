@@ -84,11 +84,13 @@ def parse(cls, data, where):
         raise OptionError(f'{where}.{err}') from None
 
 
-def check_call(fn, kwargs, where, skip=0):
+def check_call(fn, kwargs, where, skip=0, named_only=False):
     """Raise unless ``fn(**kwargs)`` (after ``skip`` positional parameters) takes every key, with a value of the
-    type of the parameter's default (any number where the default is one; lists for tuples)."""
+    type of the parameter's default (any number where the default is one; lists for tuples). ``named_only``: only
+    the named parameters count, for functions that take ``**kwargs`` and drop what they do not know (BasicSR's
+    metrics)."""
     params = list(inspect.signature(fn).parameters.values())[skip:]
-    if not any(p.kind is p.VAR_KEYWORD for p in params):
+    if named_only or not any(p.kind is p.VAR_KEYWORD for p in params):
         known = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
         unknown = sorted(set(kwargs) - known)
         if unknown:
@@ -111,13 +113,44 @@ def check_call(fn, kwargs, where, skip=0):
         _convert(expected, value, f'{where}.{p.name}')
 
 
+def registered(registry, name):
+    """Whether ``registry.get(name)`` finds ``name``: BasicSR registers some archs as ``<name>_basicsr``
+    (SRVGGNetCompact, to leave the name to Real-ESRGAN) and ``get`` falls back to that."""
+    return name in registry or f'{name}_basicsr' in registry
+
+
 def check_buildable(registry, opt, where, skip=0):
     """``{type: name, **kwargs}`` naming a class or function of ``registry`` (BasicSR's registries, or the
     optimizer registry) whose signature takes the kwargs after its first ``skip`` parameters."""
     if not isinstance(opt, dict) or 'type' not in opt:
         raise OptionError(f'{where}: expected a mapping with a type, got {_describe(opt)}')
-    if opt['type'] not in registry:
+    if not registered(registry, opt['type']):
         raise OptionError(f'{where}.type: no {opt["type"]!r} in the {registry._name} registry (a typo, or a plugin '
                           'that is not imported?)')
-    check_call(registry.get(opt['type']), {k: v for k, v in opt.items() if k != 'type'}, where, skip)
+    kwargs = {k: v for k, v in opt.items() if k != 'type'}
+    check_call(registry.get(opt['type']), kwargs, where, skip)
+    for key, value in kwargs.items():  # a network inside a network (PopulationFusion's backbone)
+        if isinstance(value, dict) and isinstance(value.get('type'), str) and registered(registry, value['type']):
+            check_buildable(registry, value, f'{where}.{key}')
     return opt
+
+
+@dataclasses.dataclass(frozen=True)
+class DiskBackend:
+    """``io_backend: {type: disk}``: BasicSR's disk client takes no other key."""
+    type: typing.Literal['disk']
+
+
+@dataclasses.dataclass(frozen=True)
+class LmdbBackend:
+    """``io_backend: {type: lmdb}`` with ``lmdb.open``'s flags; the datasets set ``db_paths`` and ``client_keys``."""
+    type: typing.Literal['lmdb']
+    readonly: bool = True
+    lock: bool = False
+    readahead: bool = False
+
+
+def check_io_backend(opt, where='io_backend'):
+    """An ``io_backend`` this project's datasets can open: a typo in it would otherwise fail at the first image."""
+    backend = LmdbBackend if isinstance(opt, dict) and opt.get('type') == 'lmdb' else DiskBackend
+    return parse(backend, opt, where)

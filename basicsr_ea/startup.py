@@ -8,6 +8,7 @@ from copy import deepcopy
 
 from basicsr.archs import build_network  # noqa: F401  (ARCH_REGISTRY filled by BasicSR's archs)
 from basicsr.losses import build_loss  # noqa: F401  (LOSS_REGISTRY filled by BasicSR's losses)
+from basicsr.archs import vgg_arch
 from basicsr.models import lr_scheduler
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY
 
@@ -87,6 +88,7 @@ def check_train_losses(train_opt):
     for key, value in train_opt.items():
         if key.endswith('_opt') and value is not None:
             check_buildable(LOSS_REGISTRY, value, f'train.{key}')
+            check_vgg_layers(value, f'train.{key}')
         if key.startswith('optim_') and value is not None:
             check_buildable(OPTIMIZER_REGISTRY, value, f'train.{key}', skip=1)
     scheduler = dict(train_opt['scheduler'])
@@ -94,6 +96,20 @@ def check_train_losses(train_opt):
     if kind not in SCHEDULERS:
         raise OptionError(f'train.scheduler.type: {kind!r} is not one of BasicSR\'s {", ".join(SCHEDULERS)}')
     check_call(SCHEDULERS[kind], scheduler, 'train.scheduler', skip=1)
+
+
+def check_vgg_layers(loss_opt, where):
+    """A perceptual loss's ``layer_weights`` name VGG layers (BasicSR would fail on a typo only as it builds)."""
+    if 'layer_weights' not in loss_opt:
+        return
+    vgg_type = loss_opt.get('vgg_type', 'vgg19')
+    if vgg_type.replace('_bn', '') not in vgg_arch.NAMES:
+        raise OptionError(f'{where}.vgg_type: {vgg_type!r} is not one of {", ".join(vgg_arch.NAMES)} (or their _bn)')
+    names = vgg_arch.NAMES[vgg_type.replace('_bn', '')]
+    names = vgg_arch.insert_bn(names) if 'bn' in vgg_type else names
+    for layer in loss_opt['layer_weights']:
+        if layer not in names:
+            raise OptionError(f'{where}.layer_weights.{layer}: not a layer of {vgg_type}; layers: {", ".join(names)}')
 
 
 def check_ea_adam(opt, train_options):

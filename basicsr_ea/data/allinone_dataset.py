@@ -17,7 +17,7 @@ from torch.utils import data
 
 from basicsr_ea.data.degradations import add_gaussian_noise
 from basicsr_ea.image_formats import IMAGE_EXTENSIONS, read_color
-from basicsr_ea.options import OptionError, parse
+from basicsr_ea.options import OptionError, check_io_backend, parse
 
 # PromptIR's task ids.
 TASK_IDS = {'denoise_15': 0, 'denoise_25': 1, 'denoise_50': 2, 'derain': 3, 'dehaze': 4, 'deblur': 5, 'enhance': 6}
@@ -50,6 +50,9 @@ class DatasetOptions:
     persistent_workers: bool = False
     use_shuffle: bool = True
 
+    def __post_init__(self):
+        check_io_backend(self.io_backend)
+
 
 @dataclass(frozen=True, kw_only=True)
 class AllInOneTrainOptions(DatasetOptions):
@@ -63,9 +66,13 @@ class AllInOneTrainOptions(DatasetOptions):
     use_rot: bool = True
 
     def __post_init__(self):
-        for task in [*self.de_type, *(self.repeat or {})]:
+        super().__post_init__()
+        for task in self.de_type:
             if task not in TASK_IDS:
                 raise OptionError(f'de_type: unknown all-in-one task {task!r}; known: {", ".join(TASK_IDS)}')
+        for task in self.repeat or {}:
+            if task not in TASK_IDS:
+                raise OptionError(f'repeat.{task}: not an all-in-one task; known: {", ".join(TASK_IDS)}')
         unknown = sorted(set(self.meta_info_file or {}) - set(TRAIN_LAYOUT))
         if unknown:
             raise OptionError(f'meta_info_file.{unknown[0]}: not a task group; groups: {", ".join(TRAIN_LAYOUT)}')
@@ -82,6 +89,7 @@ class AllInOneTestOptions(DatasetOptions):
     crop_base: int = 1
 
     def __post_init__(self):
+        super().__post_init__()
         if self.task not in TASK_IDS:
             raise OptionError(f'task: unknown all-in-one task {self.task!r}; known: {", ".join(TASK_IDS)}')
         if noise_sigma(self.task) is None and self.dataroot_lq is None:

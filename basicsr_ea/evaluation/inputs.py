@@ -1,5 +1,6 @@
 """What an evaluation reads, each checked before the first network runs: the model rows (single checkpoints and
 EA-Adam populations), the test sets (BasicSR's paired folders or any registered dataset) and the metrics."""
+import inspect
 import io
 import os
 import re
@@ -10,11 +11,12 @@ from dataclasses import dataclass
 from basicsr.data import build_dataset
 from basicsr.data.paired_image_dataset import PairedImageDataset
 from basicsr.utils import scandir
+from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, METRIC_REGISTRY
 from PIL import Image
 
 from basicsr_ea.checkpoints import CheckpointError, build_and_load, population_paths
 from basicsr_ea.image_formats import IMAGE_EXTENSIONS, decode_color, has_alpha
-from basicsr_ea.options import OptionError, parse
+from basicsr_ea.options import OptionError, check_buildable, check_call, parse
 from basicsr_ea.tiling import Tile
 
 # Column titles, directions and decimals of the metrics the protocols know, by BasicSR metric type.
@@ -25,6 +27,10 @@ METRIC_TYPES = {
     'calculate_dists': ('DISTS', 'lower', 4),
     'calculate_niqe': ('NIQE', 'lower', 4),
 }
+# The parameters of a BasicSR metric function that take the images, not options.
+METRIC_IMAGE_PARAMETERS = ('img', 'img2')
+
+
 @dataclass(frozen=True)
 class Metric:
     """One kind of column: ``opt`` is what BasicSR's ``calculate_metric`` receives (``type`` plus arguments)."""
@@ -53,6 +59,7 @@ class ModelOptions:
             raise OptionError(f'checkpoint: give either checkpoint or population ({self.label})')
         if self.population is not None and '{i}' not in self.label:
             raise OptionError(f'label: {self.label!r} needs {{i}} for a population, or every row reads the same')
+        check_buildable(ARCH_REGISTRY, self.network, 'network')
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,11 @@ class EvalOptions:
             raise OptionError('models: must be a non-empty list')
         if not self.datasets:
             raise OptionError('datasets: must be a non-empty mapping of name to folders')
+        for name, dataset in self.datasets.items():
+            if 'type' not in dataset:
+                parse(PairedFolders, dataset, f'datasets.{name}')
+            elif hasattr(DATASET_REGISTRY.get(dataset['type']), 'options_type'):  # this project's datasets
+                parse(DATASET_REGISTRY.get(dataset['type']).options_type, {**dataset, 'name': name}, f'datasets.{name}')
 
 
 @dataclass(frozen=True)
@@ -203,6 +215,17 @@ def build_eval_dataset(name, opt, scale):
     return dataset
 
 
+def check_metric(name, opt):
+    """A metric's keys against its function's named parameters: BasicSR's metrics take ``**kwargs`` and drop what
+    they do not know, so a misspelt key would silently compute the default."""
+    if opt['type'] not in METRIC_REGISTRY:
+        raise OptionError(f'options.metrics.{name}.type: no {opt["type"]!r} in the metric registry')
+    fn = METRIC_REGISTRY.get(opt['type'])
+    images = sum(p in METRIC_IMAGE_PARAMETERS for p in inspect.signature(fn).parameters)
+    check_call(fn, {k: v for k, v in opt.items() if k not in ('type', 'better')}, f'options.metrics.{name}',
+               skip=images, named_only=True)
+
+
 def build_metrics(protocol, crop_border, overrides):
     """The protocol's metrics with the options' ``metrics`` merged in: a known name takes new arguments,
     ``name: ~`` drops its columns, a new name with ``type`` (any registered BasicSR metric) adds columns; ``better``
@@ -222,6 +245,7 @@ def build_metrics(protocol, crop_border, overrides):
             raise OptionError(f'metrics.{name}: not one of protocol {protocol} ({", ".join(defaults)}); give its type')
     metrics = {}
     for name, opt in merged.items():
+        check_metric(name, opt)
         opt = dict(opt)
         title, better, digits = METRIC_TYPES.get(opt['type'], (name, 'higher', 4))
         metrics[name] = Metric(name, title if name in defaults else name, opt.pop('better', better), digits, opt)

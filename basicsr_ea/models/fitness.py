@@ -99,8 +99,8 @@ def check_objective(opt, where):
     if name not in OBJECTIVES:
         raise OptionError(f'{where}.type: unknown EA objective {name!r}; known: {", ".join(sorted(OBJECTIVES))}')
     if name == 'perceptual' and kwargs:
-        raise OptionError(f'{where}: the perceptual objective takes its settings from train.perceptual_opt, got '
-                          f'{kwargs}')
+        raise OptionError(f'{where}.{sorted(kwargs)[0]}: the perceptual objective takes no option; its settings are '
+                          'train.perceptual_opt')
     check_call(OBJECTIVES[name], kwargs, where)
     return name, kwargs
 

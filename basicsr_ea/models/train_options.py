@@ -3,7 +3,7 @@ project's own (``population_size``, ``relativistic_gan``, ``aux_weight``, ``ea``
 (``train.population_sise``, ``train.ea.fitness.patch_sise``) is an error instead of a default."""
 from dataclasses import dataclass, field
 
-from basicsr_ea.options import OptionError
+from basicsr_ea.options import OptionError, check_io_backend
 
 
 def positive(name, value):
@@ -35,6 +35,7 @@ class FitnessOptions:
     max_patches_per_image: int = 50
 
     def __post_init__(self):
+        check_io_backend(self.io_backend)
         for name in ('num_images', 'patch_size', 'max_patches_per_image'):
             positive(name, getattr(self, name))
 
