@@ -136,9 +136,12 @@ def expand_models(entries):
 
 
 def check_checkpoints(models):
+    """Every row's file before any network runs; the error says where to put it (released weights are never
+    downloaded)."""
     for model in models:
         if not os.path.isfile(model.checkpoint):
-            raise FileNotFoundError(f'{model.label}: checkpoint {model.checkpoint} does not exist.')
+            raise FileNotFoundError(f'{model.label}: checkpoint {model.checkpoint} does not exist: put the file at '
+                                    f'{os.path.abspath(model.checkpoint)}.')
 
 
 def load_network(model, device):
