@@ -128,7 +128,9 @@ def check_buildable(registry, opt, where, skip=0):
         raise OptionError(f'{where}.type: no {opt["type"]!r} in the {registry._name} registry (a typo, or a plugin '
                           'that is not imported?)')
     kwargs = {k: v for k, v in opt.items() if k != 'type'}
-    check_call(registry.get(opt['type']), kwargs, where, skip)
+    fn = registry.get(opt['type'])
+    # BasicSR's own constructors that take **kwargs drop them (SwinIR): a misspelt key would build the default
+    check_call(fn, kwargs, where, skip, named_only=fn.__module__.startswith('basicsr.'))
     for key, value in kwargs.items():  # a network inside a network (PopulationFusion's backbone)
         if isinstance(value, dict) and isinstance(value.get('type'), str) and registered(registry, value['type']):
             check_buildable(registry, value, f'{where}.{key}')
