@@ -30,8 +30,9 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 
 from basicsr_ea.archs.arch_util import size_multiple
-from basicsr_ea.checkpoints import population_file
+from basicsr_ea.checkpoints import ARCHIVE, network_state, parse_population_file, population_file, read_checkpoint
 from basicsr_ea.compat import RepairedModel, perceptual_weights
+from basicsr_ea.evolution import Archive
 from basicsr_ea.files import write_text_atomic
 from basicsr_ea.models.ea_report import normalized_hypervolumes, objectives_table, save_front_plot
 from basicsr_ea.models.fitness import FitnessEvaluator, PerceptualObjective, build_objective, load_fitness_patches
@@ -142,6 +143,7 @@ class EAAdamModel(RepairedModel, BaseModel):
             raise ValueError(f'EA fitness set has {self.fitness_lq.shape[0]} patches, fewer than the population '
                              f'({self.population_size}): add images or lower patch_size')
         self.scratch_net = build_network(self.opt['network_g']).to(self.device).eval()
+        self.archive = Archive(ea_opt.archive_size) if ea_opt.archive_size else None
         self.hypervolume = None
         self.ea_dir = os.path.join(self.opt['path']['experiments_root'], 'ea')
         os.makedirs(self.ea_dir, exist_ok=True)
@@ -218,14 +220,24 @@ class EAAdamModel(RepairedModel, BaseModel):
         """MOEA/D in weight space; writes the objectives table, hypervolumes and the front plot of this phase."""
         evaluator = FitnessEvaluator(self.objectives, self.fitness_lq, self.fitness_gt, self.scratch_net,
                                      self.ea_opt.batch_size)
-        report = self.optimizer_g.evolve(evaluator, self.ea_opt.generations)
+        archive_before = self.archive.F.clone() if self.archive is not None else None
+        report = self.optimizer_g.evolve(evaluator, self.ea_opt.generations, self.ea_opt.max_replacements,
+                                         self.archive)
         signs = evaluator.signs
         table = objectives_table(self.objective_names, report['objectives_before'], report['objectives'], signs)
         lines = [f'EA phase at iter {current_iter}: {report["generations"]} generations, '
-                 f'{report["replacements"]} replacements', table]
+                 f'{report["replacements"]} replacements (at most {self.ea_opt.max_replacements} per child)', table,
+                 f'distinct individuals: before {report["distinct_before"]}, after {report["distinct"]} '
+                 f'of {self.population_size}']
         if len(self.objective_names) == 2:
-            hv_before, hv_after = normalized_hypervolumes(report['objectives_before'], report['objectives'])
-            lines.append(f'hypervolume (normalised, ref 1.1): before {hv_before:.4f}, after {hv_after:.4f}')
+            fronts = [report['objectives_before'], report['objectives']]
+            fronts += [archive_before, self.archive.F] if self.archive is not None else []
+            hv_before, hv_after, *hv_archive = normalized_hypervolumes(*fronts)
+            lines.append(f'hypervolume (normalised jointly, ref 1.1): population before {hv_before:.4f}, after '
+                         f'{hv_after:.4f}')
+            if self.archive is not None:
+                lines.append(f'archive: {len(archive_before)} -> {len(self.archive)} members, hypervolume before '
+                             f'{hv_archive[0]:.4f}, after {hv_archive[1]:.4f}')
         if dist.is_initialized():
             lines.append(f'population identical on all {check_identical_across_ranks(self.net_g)} ranks')
         self.last_ea_report = dict(report, table=table)
@@ -243,7 +255,47 @@ class EAAdamModel(RepairedModel, BaseModel):
         for i in range(self.population_size):
             self.save_network(self.net_g[i], f'net_g_{i}', current_iter)
             self.save_network(self.net_d[i], f'net_d_{i}', current_iter)
+        if self.archive is not None:
+            self._save_archive(current_iter)
         self.save_training_state(epoch, current_iter)
+
+    @torch.no_grad()
+    def _save_archive(self, current_iter):
+        """Member k as a plain generator checkpoint ``net_g_archive_{k}_{iter}.pth``; for ``latest``, members left
+        from a larger archive are removed, so the folder holds this archive only."""
+        self.scratch_net.load_state_dict(self.net_g[0].state_dict())  # buffers; the parameters come next
+        for k, genome in enumerate(self.archive.states):
+            torch._foreach_copy_(list(self.scratch_net.parameters()), list(genome.values()))
+            self.save_network(self.scratch_net, f'net_{ARCHIVE}_{k}', current_iter)
+        if current_iter == -1 and self.opt['rank'] == 0:
+            models = self.opt['path']['models']
+            for name in os.listdir(models):
+                parsed = parse_population_file(name)
+                if parsed is not None and parsed[0] == ARCHIVE and parsed[2] == 'latest' and \
+                        parsed[1] >= len(self.archive):
+                    os.remove(os.path.join(models, name))
+
+    def training_state(self, epoch, current_iter):
+        """The archive's objectives beside the optimizers (its members are checkpoints, see ``_save_archive``)."""
+        state = super().training_state(epoch, current_iter)
+        if self.archive is not None:
+            state['ea_archive'] = self.archive.F.clone()
+        return state
+
+    def _resume_archive(self, resume_state):
+        models, it = self.opt['path']['models'], resume_state['iter']
+        F = resume_state.get('ea_archive')
+        if F is None:
+            get_root_logger().warning('resume: the training state holds no EA archive (saved before it existed); '
+                                      'the archive starts empty')
+            return
+        names = [name for name, _ in self.scratch_net.named_parameters()]
+        states = []
+        for k in range(len(F)):
+            path = os.path.join(models, population_file(k, it, ARCHIVE))
+            state = network_state(read_checkpoint(path, self.device), path)
+            states.append({str(n): state[name] for n, name in enumerate(names)})
+        self.archive.load(states, F)
 
     def resume_training(self, resume_state):
         """Population weights from ``net_g_{i}_{iter}.pth``; optimizers (EA state included) and schedulers after."""
@@ -258,6 +310,8 @@ class EAAdamModel(RepairedModel, BaseModel):
                 if not os.path.isfile(path):
                     raise FileNotFoundError(f'resume: {path} is missing (population_size={self.population_size})')
                 self.load_network(net, path, strict=True)
+        if self.archive is not None:
+            self._resume_archive(resume_state)
         super().resume_training(resume_state)
 
     def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
