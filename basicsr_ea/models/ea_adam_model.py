@@ -10,10 +10,33 @@ Options (beside BasicSR's usual keys)::
       optim_d: {type: Adam, lr: 1e-4}
       pixel_opt / perceptual_opt / gan_opt       # BasicSR losses; L1 is the distortion side, the rest perception
       relativistic_gan: true                     # ESRGAN's relativistic average GAN (false: vanilla, SRGAN)
-      ea: {interval, generations, batch_size, objectives: [{type: l1}, {type: perceptual}], fitness: {...}}
+      ea: {interval, generations, batch_size, objectives: [{type: l1}, {type: perceptual}], fitness: {...},
+           max_replacements: 1, archive_size: 10}
 
 ``ea.interval: 0`` turns the evolutionary phase off: P independent Adam runs with the same preferences, the
 fixed-weight baseline the paper compares EA-Adam against, through the same code path.
+
+Where this loop differs from the authors' (``train_EA-Adam_srresnet.py`` and ``EA_operator/`` of their release), and
+why; the preferences, neighbourhoods, SBX (0.9, eta 20, one spread factor per tensor, mate from B(i) or with 0.3 from
+everyone), mutation (0.2, then 0.02 per element, N(0, 0.03^2), conv/linear weights only), Tchebycheff decomposition
+with ideal and nadir widened by every child, the anchor individual 0 (never trained, never replaced, but it has
+children), the gradient mixing and the reset of Adam's moments after each phase are theirs:
+
+- one child replaces at most ``max_replacements`` neighbours (default 1, MOEA/D-DE's ``nr``), tried in a random order;
+  theirs replaces every neighbour it improves, which can leave the non-frozen individuals identical (measured on the
+  demo, ``benchmarks/ea_replacement_limit.py``). ``max_replacements: ~`` is their rule;
+- an archive of up to ``archive_size`` non-dominated individuals (MOEA/D's external population) keeps the front
+  points the population loses; it is saved (``net_g_archive_{k}_{iter}.pth``) and can serve as fusion experts.
+  Theirs keeps none (``archive_size: 0``);
+- a child equal to its parent is neither evaluated nor allowed to replace: theirs re-evaluates it, and a copy
+  replacing a neighbour only duplicates the parent;
+- the child keeps its own biases (their mutation reverts them to the parent's); the fitness set is chosen by options
+  in a sorted order (theirs: the first 16 of ``os.listdir``); any metric may be an objective, by default L1 and
+  the perceptual loss as theirs; the GT side of the fitness losses is computed once per phase; nothing assumes CUDA;
+- schedule and sizes are options: their SRResNet run (P 5, lr 1e-5, batch 16, patch 128, 10 Adam epochs then one
+  EA phase of 200 generations, 250 epochs) is ``options/train_EAAdam_SRResNet_x4.yml``; the demo
+  (``options/train_EAAdam_demo.yml``: P 4, narrow nets, NIQE and GAN for perception, no VGG) is not theirs;
+- the GAN is ESRGAN's relativistic average one by default (``relativistic_gan: false``: vanilla, as their SRResNet).
 """
 import logging
 import os
