@@ -4,7 +4,8 @@ Reading: ``torch.load(weights_only=True)`` only, with errors that name the file 
 PyTorch file, not weights-only, NaN or Inf weights). Network weights come in the layouts users have: BasicSR's
 ``{'params': ..., 'params_ema': ...}``, a bare state dict, the EA-Adam authors' ``{'model_state_dict': ...}``, each
 with or without DataParallel's ``module.`` prefix. Writing: atomic (``files.write_atomic``). Population members are
-``net_{g,d}_{i}_{iter}.pth`` (BasicSR's ``net_g_{iter}.pth`` with the individual's index).
+``net_{g,d}_{i}_{iter}.pth`` (BasicSR's ``net_g_{iter}.pth`` with the individual's index), the members of
+the EA's archive ``net_g_archive_{k}_{iter}.pth``.
 """
 import io
 import logging
@@ -18,7 +19,8 @@ from basicsr_ea.files import write_atomic
 
 # Where a checkpoint keeps a network's weights when it is not BasicSR's ``param_key``: the EA-Adam authors' release.
 FOREIGN_PARAM_KEYS = ('model_state_dict', )
-POPULATION_FILE = re.compile(r'net_(?P<label>[gd])_(?P<index>\d+)_(?P<iter>latest|\d+)\.pth')
+POPULATION_FILE = re.compile(r'net_(?P<label>g_archive|[gd])_(?P<index>\d+)_(?P<iter>latest|\d+)\.pth')
+ARCHIVE = 'g_archive'  # the label of the EA's archive members, net_g_archive_{k}_{iter}.pth
 
 
 class CheckpointError(ValueError):
@@ -125,7 +127,8 @@ def build_and_load(network_opt, path, param_key='params', strict=True):
 
 
 def population_file(index, iteration, label='g'):
-    """``net_g_{index}_{iteration}.pth``: individual ``index``'s generator (or discriminator, ``label='d'``)."""
+    """``net_g_{index}_{iteration}.pth``: individual ``index``'s generator (or discriminator, ``label='d'``, or
+    archive member, ``label=ARCHIVE``)."""
     return f'net_{label}_{index}_{iteration}.pth'
 
 

@@ -118,6 +118,9 @@ class PipelineRepairs:
                 patches.append((module, 'imfrombytes', imfrombytes))
         for owner, name, replacement in patches:
             self.stack.enter_context(mock.patch.object(owner, name, replacement))
+        # which their save_training_state reads through a method BaseModel lacks
+        self.stack.enter_context(mock.patch.object(base_model.BaseModel, 'training_state',
+                                                   RepairedModel.training_state, create=True))
         return self
 
     def __exit__(self, *exc):
@@ -337,13 +340,17 @@ class RepairedModel:
         label = 'latest' if current_iter == -1 else current_iter
         save_checkpoint(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
 
+    def training_state(self, epoch, current_iter):
+        """What ``save_training_state`` writes; a model adds its own entries here."""
+        return {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+                'schedulers': [s.state_dict() for s in self.schedulers], 'rng': get_rng_states()}
+
     def save_training_state(self, epoch, current_iter):
         """BasicSR's version writes in place and saves no RNG state, which exact resume needs."""
         if current_iter == -1 or self.opt.get('rank', 0) != 0:
             return
-        state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
-                 'schedulers': [s.state_dict() for s in self.schedulers], 'rng': get_rng_states()}
-        save_checkpoint(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+        save_checkpoint(self.training_state(epoch, current_iter),
+                        os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def load_network(self, net, load_path, strict=True, param_key='params'):
         """BasicSR passes torch's raw errors on (missing, truncated or foreign files, unpickling) and loads NaN

@@ -79,7 +79,8 @@ def check_networks(opt):
             check_buildable(ARCH_REGISTRY, opt[key], key)
     network_g = opt.get('network_g') or {}
     if network_g.get('type') == 'PopulationFusion':
-        expert_paths(network_g['experts'], network_g.get('expert_iter', 'latest'))
+        expert_paths(network_g['experts'], network_g.get('expert_iter', 'latest'),
+                     network_g.get('experts_from', 'population'))
 
 
 def check_train_losses(train_opt):

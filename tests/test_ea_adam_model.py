@@ -67,6 +67,8 @@ def test_ea_phase_writes_table_plot_and_keeps_frozen_anchor(ea_opt):
     with open(os.path.join(ea_dir, 'objectives_4.md')) as f:
         table = f.read()
     assert '| individual | l1 before | l1 after | psnr before | psnr after |' in table and 'hypervolume' in table
+    assert f'distinct individuals: before 3, after {report["distinct"]} of 3' in table
+    assert f'archive: 0 -> {len(model.archive)} members' in table and 1 <= len(model.archive) <= 10
     psnr_after = -report['objectives'][:, 1]
     assert ((psnr_after > 5) & (psnr_after < 50)).all()  # reported in dB, as the metric's own direction
     assert 0 < model.log_dict['ea_hypervolume'] <= 1.21 + 1e-9  # normalised, ref point (1.1, 1.1)
@@ -112,6 +114,10 @@ def test_non_finite_loss_skips_only_that_individual(ea_opt, caplog, monkeypatch)
      "unknown EA objective 'fid'"),
     (lambda o: o['train']['ea'].update(intervall=3), ValueError, 'train.ea.intervall: unknown option'),
     (lambda o: o['train']['ea'].update(interval='often'), ValueError, 'train.ea.interval: expected int'),
+    (lambda o: o['train']['ea'].update(max_replacement=1), ValueError, 'train.ea.max_replacement: unknown option'),
+    (lambda o: o['train']['ea'].update(max_replacements=0), ValueError, 'train.ea.max_replacements: must be pos'),
+    (lambda o: o['train']['ea'].update(archive_size=1.5), ValueError, 'train.ea.archive_size: expected int'),
+    (lambda o: o['train']['ea'].update(archive_size=1), ValueError, 'train.ea.archive_size: must be 0'),
     (lambda o: o['train'].update(optim_g={'type': 'Adam', 'lr': 1e-4}), ValueError, 'optim_g.type: must be .*EAAdam'),
 ])
 def test_bad_options_are_clear_errors(ea_opt, change, error, message):
@@ -133,6 +139,7 @@ def test_end_to_end_saves_population_and_validates_each_individual(demo_data, ex
     models = sorted(os.listdir(os.path.join(exp_dir, 'models')))
     for i in range(3):
         assert {f'net_g_{i}_4.pth', f'net_g_{i}_8.pth', f'net_g_{i}_latest.pth', f'net_d_{i}_8.pth'} <= set(models)
+    assert {'net_g_archive_0_8.pth', 'net_g_archive_0_latest.pth'} <= set(models)
     assert sorted(os.listdir(os.path.join(exp_dir, 'ea'))) == ['front_4.png', 'front_8.png', 'objectives_4.md',
                                                                 'objectives_8.md']
     for i in range(3):
@@ -145,6 +152,10 @@ def test_auto_resume_after_a_stop_reproduces_the_uninterrupted_run(demo_data, ex
     exp_dir, _ = run_train(opt, tmp_path)
     models = os.path.join(exp_dir, 'models')
     uninterrupted = [torch.load(os.path.join(models, f'net_g_{i}_latest.pth'), weights_only=True) for i in range(3)]
+    archived = {name: torch.load(os.path.join(models, name), weights_only=True)['params'] for name in os.listdir(models)
+                if name.startswith('net_g_archive_') and name.endswith('_latest.pth')}
+    archived_6 = {name for name in os.listdir(models) if name.startswith('net_g_archive_') and name.endswith('_6.pth')}
+    assert archived and archived_6  # the archive is saved, and restored below before the EA phases at 8 and 12
     for name in os.listdir(models):
         if not name.endswith('_6.pth'):
             os.remove(os.path.join(models, name))
@@ -155,6 +166,11 @@ def test_auto_resume_after_a_stop_reproduces_the_uninterrupted_run(demo_data, ex
         resumed = torch.load(os.path.join(models, f'net_g_{i}_latest.pth'), weights_only=True)['params']
         for key, value in uninterrupted[i]['params'].items():
             assert torch.equal(value, resumed[key]), (i, key)
+    assert {name for name in os.listdir(models) if name.startswith('net_g_archive_') and
+            name.endswith('_latest.pth')} == set(archived)
+    for name, state in archived.items():
+        resumed = torch.load(os.path.join(models, name), weights_only=True)['params']
+        assert all(torch.equal(value, resumed[key]) for key, value in state.items()), name
 
 
 def test_resume_with_another_population_size_is_refused(demo_data, experiment_name, tmp_path):

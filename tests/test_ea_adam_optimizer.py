@@ -155,3 +155,21 @@ def test_clear_errors(kwargs, error, match):
         groups[2] = nn.Linear(3, 2).parameters()
     with pytest.raises(error, match=match):
         EAAdam(groups, **kwargs)
+
+
+@pytest.mark.parametrize('mutate_biases', [False, True])
+def test_mutation_touches_weights_only_unless_biases_are_asked_for(mutate_biases):
+    """No crossover and certain mutation: every child differs from its parent by mutation alone. Biases stay those
+    the population started with, as in the authors' loop, unless ``mutate_biases``; an archive sees every child."""
+    from basicsr_ea.evolution import Archive
+    nets = population()
+    biases = [net.bias.detach().clone() for net in nets]
+    opt = EAAdam([list(net.parameters()) for net in nets], seed=0, prob_crossover=0., prob_mutation=1.,
+                 mutation_prob=1., mutation_std=.5, mutate_biases=mutate_biases)
+    archive = Archive(size=16)
+    result = opt.evolve(evaluate, generations=3, max_replacements=None, archive=archive)
+    assert result['replacements'] > 0 and len(archive) >= 1
+    survivors = [net.bias for net in nets] + [s['1'] for s in archive.states]  # a child may replace a neighbour
+    same_biases = all(any(torch.equal(bias, b) for b in biases) for bias in survivors)
+    assert same_biases != mutate_biases
+    assert result['distinct_before'] == 4 and 1 <= result['distinct'] <= 4

@@ -248,3 +248,15 @@ def test_script_writes_and_prints_the_table(sr_data, tmp_path, capsys):
     opt_path.write_text(yaml.safe_dump(dict(sr_options(sr_data), protocol='x')))
     with pytest.raises(SystemExit, match="error: .*eval.yml: options.protocol: must be one of 'sr', 'allinone', got 'x'"):
         load_script('evaluate').main(['-opt', str(opt_path), '--results_root', str(tmp_path)])
+
+
+def test_archive_rows_are_the_archive_members_only(tmp_path):
+    for name in ['net_g_0_latest.pth', 'net_g_1_latest.pth'] + [f'net_g_archive_{k}_latest.pth' for k in range(3)]:
+        (tmp_path / name).write_bytes(b'')
+    entry = {'label': 'archive #{i}', 'network': SR_NET, 'population': str(tmp_path), 'members': 'archive'}
+    models = expand_models([parse(ModelOptions, entry, 'models[0]')])
+    assert [os.path.basename(m.checkpoint) for m in models] == [f'net_g_archive_{k}_latest.pth' for k in range(3)]
+    population = expand_models([parse(ModelOptions, dict(entry, members='population', label='#{i}'), 'models[0]')])
+    assert [os.path.basename(m.checkpoint) for m in population] == ['net_g_0_latest.pth', 'net_g_1_latest.pth']
+    with pytest.raises(OptionError, match='members: must be one of'):
+        parse(ModelOptions, dict(entry, members='front'), 'models[0]')

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from basicsr_ea.evolution import (cross_sbx, das_dennis, hypervolume_2d, ideal_nadir, mix_normalized_gradients,
-                                  moead_generation, mutate_gaussian, neighbors, non_dominated_sort, sbx_spread_factor,
-                                  tchebycheff, uniform_ref_dirs)
+from basicsr_ea.evolution import (Archive, cross_sbx, das_dennis, distinct_count, hypervolume_2d, ideal_nadir,
+                                  mix_normalized_gradients, moead_generation, mutate_gaussian, neighbors,
+                                  non_dominated_sort, sbx_spread_factor, tchebycheff, uniform_ref_dirs)
 
 
 def seeded(seed):
@@ -231,3 +231,105 @@ def test_moead_generation_checks_the_number_of_objectives():
     states, F = toy_population([-1., 3., 5.])
     with pytest.raises(ValueError, match='2 objectives'):
         run_generations(states, F, 1, evaluate=lambda s: torch.zeros(3))
+
+
+def test_a_child_replaces_at_most_max_replacements_neighbours_in_random_order():
+    states, F = toy_population([10., 11., 12., 13., 14.])
+    ref_dirs = uniform_ref_dirs(5)
+    hood = neighbors(ref_dirs, 3)
+    replaced_slots = set()
+    for seed in range(8):
+        new_states, _, _, _, replacements = moead_generation(
+            states, F, ref_dirs, hood, *ideal_nadir(F), lambda s: torch.zeros(2), seeded(seed), prob_crossover=1.,
+            max_replacements=1)
+        assert replacements <= 5  # every child is ideal, yet replaces one neighbour only
+        per_child = [j for j, (new, old) in enumerate(zip(new_states, states)) if new is not old]
+        replaced_slots.update(per_child)
+    assert replaced_slots == set(range(5))  # the limit does not favour the lowest index of a neighbourhood
+
+
+def test_frozen_individual_has_children_but_is_never_replaced_and_unvaried_children_replace_nobody():
+    states, F = toy_population([1., 3., 5.])
+    ref_dirs = uniform_ref_dirs(3)
+    calls = []
+
+    def evaluate(state):
+        calls.append(state)
+        return torch.zeros(2)
+
+    new_states, new_F, _, _, replacements = moead_generation(states, F, ref_dirs, neighbors(ref_dirs, 3),
+                                                             *ideal_nadir(F), evaluate, seeded(0), frozen=(0, ),
+                                                             prob_crossover=1., max_replacements=None)
+    assert new_states[0] is states[0] and torch.equal(new_F[0], F[0])
+    assert replacements > 0 and any(torch.equal(s['x'], calls[0]['x']) for s in new_states[1:])  # 0's child won
+    n_calls = len(calls)
+    unvaried = moead_generation(states, F, ref_dirs, neighbors(ref_dirs, 3), *ideal_nadir(F), evaluate, seeded(0),
+                                prob_crossover=0., prob_mutation=0.)
+    assert unvaried.replacements == 0 and all(a is b for a, b in zip(unvaried.states, states)) and len(calls) == n_calls
+
+
+def test_mutation_leaves_the_tensors_not_named_alone():
+    state = {'weight': torch.zeros(50, 40), 'bias': torch.zeros(50)}
+    child = mutate_gaussian(state, prob=.5, std=1., generator=seeded(0), names={'weight'})
+    assert child['weight'].ne(0).any() and torch.equal(child['bias'], state['bias'])
+
+
+def test_distinct_count_compares_bit_for_bit():
+    a, b = two_parents()
+    assert distinct_count([a, dict(a), b, {k: v.clone() for k, v in b.items()}]) == 2
+
+
+def zdt1(x):
+    """A synthetic two-objective problem (ZDT1, one variable and a distance term): front f1 = 1 - sqrt(f0)."""
+    return torch.stack((x[0], (1 + 9 * x[1]) * (1 - (x[0] / (1 + 9 * x[1])).sqrt()))).double()
+
+
+def brute_force_front(points):
+    return {tuple(p.tolist()) for p in points if not any((q <= p).all() and (q < p).any() for q in points)}
+
+
+def test_archive_never_loses_a_non_dominated_point_below_its_size():
+    g = seeded(0)
+    archive, offered = Archive(size=64), []
+    for _ in range(60):
+        f = zdt1(torch.rand(2, generator=g, dtype=torch.float64) * torch.tensor([1., .2], dtype=torch.float64))
+        offered.append(f.tolist())
+        archive.offer({'x': f.clone()}, f)
+        assert {tuple(p) for p in archive.F.tolist()} == brute_force_front([torch.tensor(p, dtype=torch.float64) for p in offered])
+        assert all(torch.equal(s['x'], f_) for s, f_ in zip(archive.states, archive.F))  # states follow their rows
+
+
+def test_archive_prunes_the_least_contributing_keeps_extremes_and_never_loses_hypervolume():
+    g = seeded(1)
+    archive, ref = Archive(size=5), (2., 11.)
+    hv = 0.
+    for _ in range(80):
+        f = zdt1(torch.rand(2, generator=g, dtype=torch.float64) * torch.tensor([1., .2], dtype=torch.float64))
+        best_before = archive.F.amin(0) if len(archive) else torch.full((2, ), math.inf, dtype=torch.float64)
+        archive.offer({'x': f.clone()}, f)
+        assert len(archive) <= 5 and (archive.F.amin(0) <= best_before).all()  # the extremes stay
+        assert (archive.F.amin(0) <= f).any()
+        new_extreme = (f < best_before).any()
+        new_hv = hypervolume_2d(archive.F, ref)
+        if not new_extreme:  # for any reference point; a new extreme always enters (see Archive)
+            assert new_hv >= hv - 1e-12
+        hv = new_hv
+    assert len(archive) == 5
+    # a child that dominates everything: it alone remains, and the hypervolume rises to its own
+    best = torch.tensor([-1., -1.], dtype=torch.float64)
+    assert archive.offer({'x': best}, best)
+    assert archive.F.tolist() == [[-1., -1.]] and hypervolume_2d(archive.F, ref) > hv
+    assert not archive.offer({'x': best}, best) and not archive.offer({'x': best}, torch.tensor([math.nan, -2.]))
+
+
+def test_archive_takes_copies_and_restores_exactly():
+    archive = Archive(size=3)
+    state = {'w': torch.tensor([1., 2.])}
+    archive.offer(state, torch.tensor([0., 1.]))
+    state['w'].add_(1)
+    assert archive.states[0]['w'].tolist() == [1., 2.]
+    restored = Archive(size=3)
+    restored.load(archive.states, archive.F)
+    assert torch.equal(restored.F, archive.F) and torch.equal(restored.states[0]['w'], archive.states[0]['w'])
+    with pytest.raises(ValueError, match='size 1|room'):
+        Archive(size=1)

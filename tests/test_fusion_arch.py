@@ -53,6 +53,13 @@ def test_expert_paths_follow_individual_index_numerically(tmp_path):
     assert expert_paths(str(models), expert_iter=60) == [str(models / f'net_g_{i}_60.pth') for i in range(11)]
     explicit = [expected[3], expected[1]]
     assert expert_paths(explicit) == explicit
+    for k in range(3):
+        (models / f'net_g_archive_{k}_latest.pth').touch()
+    assert expert_paths(str(models)) == expected  # archive members are not individuals
+    assert expert_paths(str(models), experts_from='archive') == [str(models / f'net_g_archive_{k}_latest.pth')
+                                                                 for k in range(3)]
+    with pytest.raises(ValueError, match="experts_from: must be 'population' or 'archive'"):
+        expert_paths(str(models), experts_from='front')
 
 
 def test_expert_paths_errors(tmp_path):

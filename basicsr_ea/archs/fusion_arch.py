@@ -6,6 +6,7 @@ turned into its dynamic twin over K expert checkpoints of an EA-Adam run, and co
       backbone: {type: RRDBNet, num_in_ch: 3, num_out_ch: 3, num_feat: 64, num_block: 23}
       experts: experiments/EAAdam_RRDB_x4      # or its models/ folder, or a list of checkpoint paths
       expert_iter: latest                      # net_g_{i}_{expert_iter}.pth
+      experts_from: population                 # or archive: the EA's archive, net_g_archive_{k}_{expert_iter}.pth
       router_channels: [64, 64, 100]
       router_hidden: 15
 """
@@ -20,22 +21,26 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from basicsr_ea.archs.mixing_layers import MIXING_LAYERS, AlphaMean, MixedParameter
-from basicsr_ea.checkpoints import check_fits, network_state, population_paths, read_checkpoint
+from basicsr_ea.checkpoints import ARCHIVE, check_fits, network_state, population_paths, read_checkpoint
 
 DEFAULT_STATIC_PARAMS = ('relative_position_bias_table', 'absolute_pos_embed')
 
 
-def expert_paths(experts, expert_iter='latest'):
+def expert_paths(experts, expert_iter='latest', experts_from='population'):
     """The expert checkpoints: a list of paths as given, or ``net_g_{i}_{expert_iter}.pth`` of an EA-Adam experiment
     folder (or of its ``models/``) ordered by individual index i, numerically (``net_g_10`` after ``net_g_9``), so
-    expert k is individual k: from pure distortion (0) to pure perception (P-1)."""
+    expert k is individual k: from pure distortion (0) to pure perception (P-1). ``experts_from: archive`` takes
+    the EA's archive instead (``net_g_archive_{k}_{expert_iter}.pth``, k in the order of the distortion objective,
+    so again from the distortion end to the perception end)."""
+    if experts_from not in ('population', 'archive'):
+        raise ValueError(f"experts_from: must be 'population' or 'archive', got {experts_from!r}")
     if isinstance(experts, (list, tuple)):
         paths = [str(path) for path in experts]
     else:
         folder = os.path.join(experts, 'models') if os.path.isdir(os.path.join(experts, 'models')) else experts
         if not os.path.isdir(folder):
             raise FileNotFoundError(f'experts: {experts} is neither a folder nor a list of checkpoint paths')
-        paths = population_paths(folder, expert_iter)
+        paths = population_paths(folder, expert_iter, ARCHIVE if experts_from == 'archive' else 'g')
     if len(paths) < 2:
         raise ValueError(f'fusion needs at least 2 experts, got {paths}')
     for path in paths:
@@ -77,6 +82,7 @@ class PopulationFusion(nn.Module):
         backbone: options of the backbone arch (``{type: RRDBNet, ...}``), built with BasicSR's ``build_network``.
         experts: a list of checkpoint paths (expert k = the k-th) or an EA-Adam experiment folder (``expert_paths``).
         expert_iter: which checkpoints of a folder: ``latest`` or an iteration.
+        experts_from: ``population`` (the individuals) or ``archive`` (the EA's archive) of a folder.
         router_channels, router_hidden: widths of every router (the paper's 64, 64, 100 and 15).
         static_params: names of raw parameters of custom blocks that may be mixed with one learned,
             input-independent weight (``MixedParameter``) when they differ between the experts.
@@ -89,12 +95,12 @@ class PopulationFusion(nn.Module):
     """
 
     def __init__(self, backbone, experts, expert_iter='latest', router_channels=(64, 64, 100), router_hidden=15,
-                 static_params=DEFAULT_STATIC_PARAMS):
+                 static_params=DEFAULT_STATIC_PARAMS, experts_from='population'):
         super().__init__()
         self.backbone = build_network(backbone)
         template = self.backbone.state_dict()
         self.backbone_keys = list(template)
-        states = [load_expert(path, template, backbone['type']) for path in expert_paths(experts, expert_iter)]
+        states = [load_expert(path, template, backbone['type']) for path in expert_paths(experts, expert_iter, experts_from)]
         # Site names only: the sites live in the module tree, so copies and DataParallel replicas find their own.
         self.layer_names, self.param_keys = [], []
         router_opt = dict(router_channels=tuple(router_channels), router_hidden=router_hidden)

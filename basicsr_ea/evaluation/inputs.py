@@ -14,7 +14,7 @@ from basicsr.utils import scandir
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, METRIC_REGISTRY
 from PIL import Image
 
-from basicsr_ea.checkpoints import CheckpointError, build_and_load, population_paths
+from basicsr_ea.checkpoints import ARCHIVE, CheckpointError, build_and_load, population_paths
 from basicsr_ea.image_formats import IMAGE_EXTENSIONS, decode_color, has_alpha
 from basicsr_ea.options import OptionError, check_buildable, check_call, parse
 from basicsr_ea.tiling import Tile
@@ -44,7 +44,8 @@ class Metric:
 @dataclass(frozen=True)
 class ModelOptions:
     """One entry of ``models``: a ``checkpoint`` (one row) or a ``population`` folder (one row per individual,
-    ``label`` formatting ``{i}`` and ``{iter}``), of the network ``network`` builds."""
+    ``label`` formatting ``{i}`` and ``{iter}``; with ``members: archive`` one per member of the EA's archive), of the
+    network ``network`` builds."""
     label: str
     network: dict
     checkpoint: str | None = None
@@ -53,6 +54,7 @@ class ModelOptions:
     param_key: str | None = 'params'
     strict_load: bool = True
     front_label: str | None = None
+    members: typing.Literal['population', 'archive'] = 'population'
 
     def __post_init__(self):
         if (self.checkpoint is None) == (self.population is None):
@@ -112,7 +114,7 @@ def expand_population(entry):
     """One row per ``net_g_{i}_{iter}.pth`` of a population folder, in the order of ``i`` (the preference order,
     which traces the front)."""
     iteration = str(entry.iter)
-    paths = population_paths(entry.population, iteration)
+    paths = population_paths(entry.population, iteration, ARCHIVE if entry.members == 'archive' else 'g')
     front = entry.front_label or re.sub(r'\s*#?\{i\}', '', entry.label).format(iter=iteration)
     front = front.strip(' -_:') or entry.population
     return [ModelEntry(entry.label.format(i=i, iter=iteration), entry.network, path, entry.param_key,

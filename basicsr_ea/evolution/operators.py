@@ -3,7 +3,7 @@
 Genomes are state dicts (name -> tensor). Every draw comes from the ``generator`` argument, on its device, so a seeded
 generator makes the EA reproducible and resumable.
 """
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import torch
 from torch import Tensor
@@ -29,11 +29,15 @@ def cross_sbx(parent_a: Mapping[str, Tensor], parent_b: Mapping[str, Tensor], et
     return {name: torch.lerp(a, parent_b[name], (1 - beta) / 2) for (name, a), beta in zip(parent_a.items(), betas)}
 
 
-def mutate_gaussian(state: Mapping[str, Tensor], prob: float, std: float,
-                    generator: torch.Generator) -> dict[str, Tensor]:
-    """A copy of ``state`` where each element, biases included, gets N(0, std^2) noise with probability ``prob``."""
+def mutate_gaussian(state: Mapping[str, Tensor], prob: float, std: float, generator: torch.Generator,
+                    names: Collection[str] | None = None) -> dict[str, Tensor]:
+    """A copy of ``state`` where each element of the tensors ``names`` (default: all) gets N(0, std^2) noise with
+    probability ``prob``; the other tensors are the parent's, unchanged."""
     child = {}
     for name, tensor in state.items():
+        if names is not None and name not in names:
+            child[name] = tensor
+            continue
         hit = _rand(tensor.shape, generator) < prob
         noise = torch.randn(tensor.shape, generator=generator, device=generator.device) * std
         child[name] = tensor + (noise * hit).to(tensor)

@@ -10,10 +10,33 @@ Options (beside BasicSR's usual keys)::
       optim_d: {type: Adam, lr: 1e-4}
       pixel_opt / perceptual_opt / gan_opt       # BasicSR losses; L1 is the distortion side, the rest perception
       relativistic_gan: true                     # ESRGAN's relativistic average GAN (false: vanilla, SRGAN)
-      ea: {interval, generations, batch_size, objectives: [{type: l1}, {type: perceptual}], fitness: {...}}
+      ea: {interval, generations, batch_size, objectives: [{type: l1}, {type: perceptual}], fitness: {...},
+           max_replacements: 1, archive_size: 10}
 
 ``ea.interval: 0`` turns the evolutionary phase off: P independent Adam runs with the same preferences, the
 fixed-weight baseline the paper compares EA-Adam against, through the same code path.
+
+Where this loop differs from the authors' (``train_EA-Adam_srresnet.py`` and ``EA_operator/`` of their release), and
+why; the preferences, neighbourhoods, SBX (0.9, eta 20, one spread factor per tensor, mate from B(i) or with 0.3 from
+everyone), mutation (0.2, then 0.02 per element, N(0, 0.03^2), conv/linear weights only), Tchebycheff decomposition
+with ideal and nadir widened by every child, the anchor individual 0 (never trained, never replaced, but it has
+children), the gradient mixing and the reset of Adam's moments after each phase are theirs:
+
+- one child replaces at most ``max_replacements`` neighbours (default 1, MOEA/D-DE's ``nr``), tried in a random order;
+  theirs replaces every neighbour it improves, which can leave the non-frozen individuals identical (measured on the
+  demo, ``benchmarks/ea_replacement_limit.py``). ``max_replacements: ~`` is their rule;
+- an archive of up to ``archive_size`` non-dominated individuals (MOEA/D's external population) keeps the front
+  points the population loses; it is saved (``net_g_archive_{k}_{iter}.pth``) and can serve as fusion experts.
+  Theirs keeps none (``archive_size: 0``);
+- a child equal to its parent is neither evaluated nor allowed to replace: theirs re-evaluates it, and a copy
+  replacing a neighbour only duplicates the parent;
+- the child keeps its own biases (their mutation reverts them to the parent's); the fitness set is chosen by options
+  in a sorted order (theirs: the first 16 of ``os.listdir``); any metric may be an objective, by default L1 and
+  the perceptual loss as theirs; the GT side of the fitness losses is computed once per phase; nothing assumes CUDA;
+- schedule and sizes are options: their SRResNet run (P 5, lr 1e-5, batch 16, patch 128, 10 Adam epochs then one
+  EA phase of 200 generations, 250 epochs) is ``options/train_EAAdam_SRResNet_x4.yml``; the demo
+  (``options/train_EAAdam_demo.yml``: P 4, narrow nets, NIQE and GAN for perception, no VGG) is not theirs;
+- the GAN is ESRGAN's relativistic average one by default (``relativistic_gan: false``: vanilla, as their SRResNet).
 """
 import logging
 import os
@@ -30,8 +53,9 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 
 from basicsr_ea.archs.arch_util import size_multiple
-from basicsr_ea.checkpoints import population_file
+from basicsr_ea.checkpoints import ARCHIVE, network_state, parse_population_file, population_file, read_checkpoint
 from basicsr_ea.compat import RepairedModel, perceptual_weights
+from basicsr_ea.evolution import Archive
 from basicsr_ea.files import write_text_atomic
 from basicsr_ea.models.ea_report import normalized_hypervolumes, objectives_table, save_front_plot
 from basicsr_ea.models.fitness import FitnessEvaluator, PerceptualObjective, build_objective, load_fitness_patches
@@ -142,6 +166,7 @@ class EAAdamModel(RepairedModel, BaseModel):
             raise ValueError(f'EA fitness set has {self.fitness_lq.shape[0]} patches, fewer than the population '
                              f'({self.population_size}): add images or lower patch_size')
         self.scratch_net = build_network(self.opt['network_g']).to(self.device).eval()
+        self.archive = Archive(ea_opt.archive_size) if ea_opt.archive_size else None
         self.hypervolume = None
         self.ea_dir = os.path.join(self.opt['path']['experiments_root'], 'ea')
         os.makedirs(self.ea_dir, exist_ok=True)
@@ -218,14 +243,24 @@ class EAAdamModel(RepairedModel, BaseModel):
         """MOEA/D in weight space; writes the objectives table, hypervolumes and the front plot of this phase."""
         evaluator = FitnessEvaluator(self.objectives, self.fitness_lq, self.fitness_gt, self.scratch_net,
                                      self.ea_opt.batch_size)
-        report = self.optimizer_g.evolve(evaluator, self.ea_opt.generations)
+        archive_before = self.archive.F.clone() if self.archive is not None else None
+        report = self.optimizer_g.evolve(evaluator, self.ea_opt.generations, self.ea_opt.max_replacements,
+                                         self.archive)
         signs = evaluator.signs
         table = objectives_table(self.objective_names, report['objectives_before'], report['objectives'], signs)
         lines = [f'EA phase at iter {current_iter}: {report["generations"]} generations, '
-                 f'{report["replacements"]} replacements', table]
+                 f'{report["replacements"]} replacements (at most {self.ea_opt.max_replacements} per child)', table,
+                 f'distinct individuals: before {report["distinct_before"]}, after {report["distinct"]} '
+                 f'of {self.population_size}']
         if len(self.objective_names) == 2:
-            hv_before, hv_after = normalized_hypervolumes(report['objectives_before'], report['objectives'])
-            lines.append(f'hypervolume (normalised, ref 1.1): before {hv_before:.4f}, after {hv_after:.4f}')
+            fronts = [report['objectives_before'], report['objectives']]
+            fronts += [archive_before, self.archive.F] if self.archive is not None else []
+            hv_before, hv_after, *hv_archive = normalized_hypervolumes(*fronts)
+            lines.append(f'hypervolume (normalised jointly, ref 1.1): population before {hv_before:.4f}, after '
+                         f'{hv_after:.4f}')
+            if self.archive is not None:
+                lines.append(f'archive: {len(archive_before)} -> {len(self.archive)} members, hypervolume before '
+                             f'{hv_archive[0]:.4f}, after {hv_archive[1]:.4f}')
         if dist.is_initialized():
             lines.append(f'population identical on all {check_identical_across_ranks(self.net_g)} ranks')
         self.last_ea_report = dict(report, table=table)
@@ -243,7 +278,47 @@ class EAAdamModel(RepairedModel, BaseModel):
         for i in range(self.population_size):
             self.save_network(self.net_g[i], f'net_g_{i}', current_iter)
             self.save_network(self.net_d[i], f'net_d_{i}', current_iter)
+        if self.archive is not None:
+            self._save_archive(current_iter)
         self.save_training_state(epoch, current_iter)
+
+    @torch.no_grad()
+    def _save_archive(self, current_iter):
+        """Member k as a plain generator checkpoint ``net_g_archive_{k}_{iter}.pth``; for ``latest``, members left
+        from a larger archive are removed, so the folder holds this archive only."""
+        self.scratch_net.load_state_dict(self.net_g[0].state_dict())  # buffers; the parameters come next
+        for k, genome in enumerate(self.archive.states):
+            torch._foreach_copy_(list(self.scratch_net.parameters()), list(genome.values()))
+            self.save_network(self.scratch_net, f'net_{ARCHIVE}_{k}', current_iter)
+        if current_iter == -1 and self.opt['rank'] == 0:
+            models = self.opt['path']['models']
+            for name in os.listdir(models):
+                parsed = parse_population_file(name)
+                if parsed is not None and parsed[0] == ARCHIVE and parsed[2] == 'latest' and \
+                        parsed[1] >= len(self.archive):
+                    os.remove(os.path.join(models, name))
+
+    def training_state(self, epoch, current_iter):
+        """The archive's objectives beside the optimizers (its members are checkpoints, see ``_save_archive``)."""
+        state = super().training_state(epoch, current_iter)
+        if self.archive is not None:
+            state['ea_archive'] = self.archive.F.clone()
+        return state
+
+    def _resume_archive(self, resume_state):
+        models, it = self.opt['path']['models'], resume_state['iter']
+        F = resume_state.get('ea_archive')
+        if F is None:
+            get_root_logger().warning('resume: the training state holds no EA archive (saved before it existed); '
+                                      'the archive starts empty')
+            return
+        names = [name for name, _ in self.scratch_net.named_parameters()]
+        states = []
+        for k in range(len(F)):
+            path = os.path.join(models, population_file(k, it, ARCHIVE))
+            state = network_state(read_checkpoint(path, self.device), path)
+            states.append({str(n): state[name] for n, name in enumerate(names)})
+        self.archive.load(states, F)
 
     def resume_training(self, resume_state):
         """Population weights from ``net_g_{i}_{iter}.pth``; optimizers (EA state included) and schedulers after."""
@@ -258,6 +333,8 @@ class EAAdamModel(RepairedModel, BaseModel):
                 if not os.path.isfile(path):
                     raise FileNotFoundError(f'resume: {path} is missing (population_size={self.population_size})')
                 self.load_network(net, path, strict=True)
+        if self.archive is not None:
+            self._resume_archive(resume_state)
         super().resume_training(resume_state)
 
     def dist_validation(self, dataloader, current_iter, tb_logger, save_img):

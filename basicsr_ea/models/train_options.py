@@ -43,18 +43,31 @@ class FitnessOptions:
 @dataclass(frozen=True)
 class EAOptions:
     """``train.ea``: an EA phase every ``interval`` iterations (0: none, the fixed-preference Adam baseline) of
-    ``generations`` MOEA/D generations, children evaluated ``batch_size`` patches at a time."""
+    ``generations`` MOEA/D generations, children evaluated ``batch_size`` patches at a time. One child replaces at
+    most ``max_replacements`` neighbours (None: any number, as the authors' loop; 1 kept the demo's population
+    distinct, ``benchmarks/ea_replacement_limit.py``); an archive of up to ``archive_size`` non-dominated
+    individuals (0: none) keeps every front point the population loses."""
     interval: int
     objectives: list[dict]
     fitness: FitnessOptions
     generations: int = 200
     batch_size: int = 16
+    max_replacements: int | None = 1
+    archive_size: int = 10
 
     def __post_init__(self):
         if self.interval < 0:
             raise OptionError(f'interval: must be >= 0 (0: no EA phase), got {self.interval}')
         positive('generations', self.generations)
         positive('batch_size', self.batch_size)
+        if self.max_replacements is not None:
+            positive('max_replacements', self.max_replacements)
+        if self.archive_size < 0 or self.archive_size == 1:
+            raise OptionError(f'archive_size: must be 0 (no archive) or >= 2 (room for both extremes), got '
+                              f'{self.archive_size}')
+        if self.archive_size and len(self.objectives) != 2:
+            raise OptionError(f'archive_size: the archive prunes by two-objective hypervolume; with '
+                              f'{len(self.objectives)} objectives set archive_size: 0')
         for k, objective in enumerate(self.objectives):
             if not isinstance(objective, dict) or 'type' not in objective:
                 raise OptionError(f'objectives[{k}]: expected {{type: l1 | perceptual | psnr | ssim | niqe, ...}}, '

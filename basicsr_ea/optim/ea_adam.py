@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from basicsr_ea.evolution import ideal_nadir, mix_normalized_gradients, moead_generation, neighbors, uniform_ref_dirs
+from basicsr_ea.evolution import (Archive, distinct_count, ideal_nadir, mix_normalized_gradients, moead_generation,
+                                  neighbors, uniform_ref_dirs)
 from basicsr_ea.optim import OPTIMIZER_REGISTRY
 
 
@@ -30,16 +31,18 @@ class EAAdam(torch.optim.Adam):
         ref_dirs: ``[P, n_obj]`` preferences, rows on the simplex; default ``uniform_ref_dirs(P)`` (2 objectives).
         n_neighbors: size T of each MOEA/D neighbourhood.
         frozen: individuals never stepped by Adam (their grads are dropped) nor replaced by the EA, e.g. 0 as
-            the PSNR anchor; they still mate.
+            the PSNR anchor; they still have children and mate.
         seed: seeds the EA's generator (on the parameters' device), saved in ``state_dict`` for exact resume.
         grad_eps: added to each gradient norm before normalising.
         prob_crossover, eta, prob_global_mate, prob_mutation, mutation_prob, mutation_std: the MOEA/D variation,
             see ``moead_generation``.
+        mutate_biases: mutation also touches the 0-D and 1-D tensors (biases, norm scales); by default it touches
+            conv and linear weights only (every tensor of 2 or more dims), as the authors' mutation does.
     """
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, ref_dirs=None,
                  n_neighbors=3, frozen=(), seed=0, grad_eps=1e-7, prob_crossover=0.9, eta=20.0, prob_global_mate=0.3,
-                 prob_mutation=0.2, mutation_prob=0.02, mutation_std=0.03):
+                 prob_mutation=0.2, mutation_prob=0.02, mutation_std=0.03, mutate_biases=False):
         groups = list(params)
         if any(isinstance(group, Tensor) for group in groups):
             raise TypeError('EAAdam takes a list of param groups, one per individual, not a flat list of tensors')
@@ -61,8 +64,10 @@ class EAAdam(torch.optim.Adam):
             raise ValueError(f'frozen indices {out_of_range} out of range for {n_individuals} individuals')
         self.frozen = tuple(sorted(set(frozen)))
         self.grad_eps = grad_eps
+        weights = {str(k) for k, p in enumerate(self.param_groups[0]['params']) if p.ndim >= 2}
         self.variation = dict(prob_crossover=prob_crossover, eta=eta, prob_global_mate=prob_global_mate,
-                              prob_mutation=prob_mutation, mutation_prob=mutation_prob, mutation_std=mutation_std)
+                              prob_mutation=prob_mutation, mutation_prob=mutation_prob, mutation_std=mutation_std,
+                              mutable=None if mutate_biases else weights)
         self.generator = torch.Generator(device=self.param_groups[0]['params'][0].device)
         self.generator.manual_seed(seed)
         self.ea_phases = 0
@@ -93,14 +98,17 @@ class EAAdam(torch.optim.Adam):
         return True
 
     @torch.no_grad()
-    def evolve(self, evaluate: Callable[[list[Tensor]], Tensor], generations: int) -> dict:
+    def evolve(self, evaluate: Callable[[list[Tensor]], Tensor], generations: int, max_replacements: int | None = None,
+               archive: Archive | None = None) -> dict:
         """Run ``generations`` MOEA/D generations on the population's current weights.
 
         ``evaluate(genome)`` gets a list of tensors aligned with a group's params (read-only) and returns its
-        ``[n_obj]`` objectives to minimise. The surviving genomes are copied into the live parameters in place and
-        every Adam state is reset, since the moments belong to weights that moved; each group's lr stays.
-        Returns ``objectives_before`` and ``objectives`` ``[P, n_obj]``, ``ideal``, ``nadir``, ``replacements`` and
-        ``generations``.
+        ``[n_obj]`` objectives to minimise. ``max_replacements``: see ``moead_generation``. ``archive`` is offered
+        the population at the start, then every child; its members are genomes keyed ``'0', '1', ...`` in the order
+        of a group's params. The surviving genomes are copied into the live parameters in place and every Adam state
+        is reset, since the moments belong to weights that moved; each group's lr stays.
+        Returns ``objectives_before`` and ``objectives`` ``[P, n_obj]``, ``distinct_before`` and ``distinct`` (how
+        many individuals differ), ``ideal``, ``nadir``, ``replacements`` and ``generations``.
         """
         genomes = [{str(k): p.clone() for k, p in enumerate(group['params'])} for group in self.param_groups]
 
@@ -110,20 +118,24 @@ class EAAdam(torch.optim.Adam):
         F = torch.stack([torch.as_tensor(objectives(genome), dtype=torch.float64).cpu() for genome in genomes])
         if F.shape != self.ref_dirs.shape:
             raise ValueError(f'evaluate must return {self.ref_dirs.shape[1]} objectives, got {tuple(F.shape[1:])}')
-        F_before = F.clone()
+        F_before, distinct_before = F.clone(), distinct_count(genomes)
+        if archive is not None:
+            for genome, f in zip(genomes, F):
+                archive.offer(genome, f)
         ideal, nadir = ideal_nadir(F)
         replacements = 0
         for _ in range(generations):
-            genomes, F, ideal, nadir, replaced = moead_generation(genomes, F, self.ref_dirs, self.neighborhoods, ideal,
-                                                                  nadir, objectives, self.generator, self.frozen,
-                                                                  **self.variation)
+            genomes, F, ideal, nadir, replaced = moead_generation(
+                genomes, F, self.ref_dirs, self.neighborhoods, ideal, nadir, objectives, self.generator, self.frozen,
+                max_replacements=max_replacements, archive=archive, **self.variation)
             replacements += replaced
         for group, genome in zip(self.param_groups, genomes):
             torch._foreach_copy_(group['params'], list(genome.values()))
         self.state.clear()
         self.ea_phases += 1
-        return {'objectives_before': F_before, 'objectives': F, 'ideal': ideal, 'nadir': nadir,
-                'replacements': replacements, 'generations': generations}
+        return {'objectives_before': F_before, 'objectives': F, 'distinct_before': distinct_before,
+                'distinct': distinct_count(genomes), 'ideal': ideal, 'nadir': nadir, 'replacements': replacements,
+                'generations': generations}
 
     def state_dict(self) -> dict:
         """Adam's state plus ``'ea'``: the preferences, the EA generator's state and the number of EA phases run."""
