@@ -273,6 +273,12 @@ def _lmdb_get(original_get):
 # -- VGG weights ------------------------------------------------------------------------------------------------
 
 
+def needs_vgg(opt):
+    """Whether the options' ``train.perceptual_opt`` is BasicSR's VGG ``PerceptualLoss`` (``NSSLoss`` needs no
+    weights)."""
+    return ((opt.get('train') or {}).get('perceptual_opt') or {}).get('type') == 'PerceptualLoss'
+
+
 def check_vgg_weights(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -283,10 +289,10 @@ def check_vgg_weights(path):
 @contextmanager
 def perceptual_weights(opt):
     """BasicSR's ``VGGFeatureExtractor`` (the perceptual loss) reads the module global ``VGG_PRETRAIN_PATH`` and
-    downloads ImageNet weights when that file is missing. When ``opt['train']`` has a ``perceptual_opt``, point it
-    at ``path.pretrain_network_vgg`` (default BasicSR's ``experiments/pretrained_models/vgg19-dcbb9e9d.pth``),
+    downloads ImageNet weights when that file is missing. When ``train.perceptual_opt`` is that loss, point it at
+    ``path.pretrain_network_vgg`` (default BasicSR's ``experiments/pretrained_models/vgg19-dcbb9e9d.pth``),
     which must exist, for the builds inside only; otherwise change nothing."""
-    if not (opt.get('train') or {}).get('perceptual_opt'):
+    if not needs_vgg(opt):
         yield None
         return
     path = opt['path'].get('pretrain_network_vgg') or vgg_arch.VGG_PRETRAIN_PATH
