@@ -91,7 +91,7 @@ def test_descent_from_a_blurred_image_is_stable_and_approaches_the_ground_truth(
     sr = start.clone().requires_grad_(True)
     loss_fn, optimizer = NSSLoss(), torch.optim.Adam([sr], lr=2e-3)
     losses = []
-    for _ in range(60):
+    for _ in range(150):
         optimizer.zero_grad()
         loss = loss_fn(sr, gt)[0]
         loss.backward()

@@ -84,7 +84,7 @@ class NSSLoss(nn.Module):
     def __init__(self, layer_weights: dict | None = None, num_scales: int = 2, block_size: int = 16,
                  loss_weight: float = 1.0):
         super().__init__()
-        self.layer_weights = dict(layer_weights or {'mean': 1.0, 'mscn': 0.1, 'spread': 0.1})
+        self.layer_weights = dict(layer_weights or {'mean': 1.0, 'mscn': 0.1, 'spread': 1.0})
         unknown = set(self.layer_weights) - {'mean', 'mscn', 'spread'}
         if unknown:
             raise ValueError(f'NSSLoss layer_weights: unknown features {sorted(unknown)}; known: mean, mscn, spread')
