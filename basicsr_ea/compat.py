@@ -44,7 +44,7 @@ from basicsr.archs import vgg_arch  # noqa: E402
 from basicsr.data import paired_image_dataset  # noqa: E402
 from basicsr.data.data_sampler import EnlargedSampler  # noqa: E402
 from basicsr.models import base_model  # noqa: E402
-from basicsr.utils import dist_util, file_client, img_util  # noqa: E402
+from basicsr.utils import dist_util, file_client, img_util, set_random_seed  # noqa: E402
 from basicsr.utils.misc import check_resume, scandir  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
@@ -128,8 +128,11 @@ class PipelineRepairs:
 
         def parse_options(root_path, is_train=True):
             """BasicSR's option parsing, then ``check_options(opt)`` before the pipeline makes a folder or reads
-            data; an option error is prefixed with the options file."""
+            data; an option error is prefixed with the options file. BasicSR seeds its generators before it applies
+            ``--force_yml``, so ``--force_yml manual_seed=N`` changed the log and nothing else: they are seeded
+            again from the final options (the same seed as before when it was not forced)."""
             opt, args = original_parse(root_path, is_train)
+            set_random_seed(opt['manual_seed'] + opt['rank'])
             try:
                 self.check_options(opt)
             except OptionError as err:

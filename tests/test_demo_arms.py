@@ -74,3 +74,17 @@ def test_ea_phase_leaves_the_global_generators_alone(ea_opt):
     assert model.last_ea_report['generations'] == ea_opt['train']['ea']['generations']
     assert random.getstate() == states[0]
     assert np.array_equal(np.random.get_state()[1], states[1]) and torch.equal(torch.get_rng_state(), states[2])
+
+
+def test_seed_given_on_the_command_line_seeds_the_run(monkeypatch):
+    """Arms are compared over seeds with ``--force_yml manual_seed=N``; BasicSR seeds before applying it."""
+    from basicsr_ea.compat import PipelineRepairs
+    args = ['-opt', os.path.join(REPO_ROOT, EA_DEMO), '--force_yml', 'manual_seed=5']
+    monkeypatch.setattr(sys, 'argv', ['train.py', *args])
+    with PipelineRepairs(check_options=lambda opt: None):
+        import basicsr.train
+        opt, _ = basicsr.train.parse_options(REPO_ROOT, is_train=True)
+    drawn = torch.rand(4), np.random.random(), random.random()
+    torch.manual_seed(5), np.random.seed(5), random.seed(5)
+    assert opt['manual_seed'] == 5
+    assert torch.equal(drawn[0], torch.rand(4)) and drawn[1:] == (np.random.random(), random.random())
