@@ -4,6 +4,6 @@ Importing the package repairs BasicSR 1.4.2 for current torch (``compat``) and r
 dataset, metric and optimizer of the project in BasicSR's registries.
 """
 from basicsr_ea import compat  # noqa: F401  (must come before anything imports basicsr)
-from basicsr_ea import archs, data, metrics, models, optim  # noqa: F401,E402
+from basicsr_ea import archs, data, losses, metrics, models, optim  # noqa: F401,E402
 
 __version__ = '0.1.0'

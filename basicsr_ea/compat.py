@@ -44,7 +44,7 @@ from basicsr.archs import vgg_arch  # noqa: E402
 from basicsr.data import paired_image_dataset  # noqa: E402
 from basicsr.data.data_sampler import EnlargedSampler  # noqa: E402
 from basicsr.models import base_model  # noqa: E402
-from basicsr.utils import dist_util, file_client, img_util  # noqa: E402
+from basicsr.utils import dist_util, file_client, img_util, set_random_seed  # noqa: E402
 from basicsr.utils.misc import check_resume, scandir  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
@@ -131,8 +131,11 @@ class PipelineRepairs:
 
         def parse_options(root_path, is_train=True):
             """BasicSR's option parsing, then ``check_options(opt)`` before the pipeline makes a folder or reads
-            data; an option error is prefixed with the options file."""
+            data; an option error is prefixed with the options file. BasicSR seeds its generators before it applies
+            ``--force_yml``, so ``--force_yml manual_seed=N`` changed the log and nothing else: they are seeded
+            again from the final options (the same seed as before when it was not forced)."""
             opt, args = original_parse(root_path, is_train)
+            set_random_seed(opt['manual_seed'] + opt['rank'])
             try:
                 self.check_options(opt)
             except OptionError as err:
@@ -276,6 +279,12 @@ def _lmdb_get(original_get):
 # -- VGG weights ------------------------------------------------------------------------------------------------
 
 
+def needs_vgg(opt):
+    """Whether the options' ``train.perceptual_opt`` is BasicSR's VGG ``PerceptualLoss`` (``NSSLoss`` needs no
+    weights)."""
+    return ((opt.get('train') or {}).get('perceptual_opt') or {}).get('type') == 'PerceptualLoss'
+
+
 def check_vgg_weights(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -286,10 +295,10 @@ def check_vgg_weights(path):
 @contextmanager
 def perceptual_weights(opt):
     """BasicSR's ``VGGFeatureExtractor`` (the perceptual loss) reads the module global ``VGG_PRETRAIN_PATH`` and
-    downloads ImageNet weights when that file is missing. When ``opt['train']`` has a ``perceptual_opt``, point it
-    at ``path.pretrain_network_vgg`` (default BasicSR's ``experiments/pretrained_models/vgg19-dcbb9e9d.pth``),
+    downloads ImageNet weights when that file is missing. When ``train.perceptual_opt`` is that loss, point it at
+    ``path.pretrain_network_vgg`` (default BasicSR's ``experiments/pretrained_models/vgg19-dcbb9e9d.pth``),
     which must exist, for the builds inside only; otherwise change nothing."""
-    if not (opt.get('train') or {}).get('perceptual_opt'):
+    if not needs_vgg(opt):
         yield None
         return
     path = opt['path'].get('pretrain_network_vgg') or vgg_arch.VGG_PRETRAIN_PATH

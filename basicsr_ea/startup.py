@@ -13,7 +13,7 @@ from basicsr.models import lr_scheduler
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY
 
 from basicsr_ea.archs.fusion_arch import expert_paths
-from basicsr_ea.compat import check_vgg_weights
+from basicsr_ea.compat import check_vgg_weights, needs_vgg
 from basicsr_ea.models.fitness import check_fitness_folders, check_objectives_run
 from basicsr_ea.models.train_options import AllInOneTrainOptions, EAAdamTrainOptions, FusionTrainOptions
 from basicsr_ea.optim import OPTIMIZER_REGISTRY
@@ -131,7 +131,7 @@ def check_files(opt):
         if key.startswith('pretrain_network_') and isinstance(path, str) and '{i}' not in path and not resuming(opt):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f'path.{key}: {path} not found.')
-    if (opt.get('train') or {}).get('perceptual_opt'):
+    if needs_vgg(opt):
         check_vgg_weights(opt['path'].get('pretrain_network_vgg') or 'experiments/pretrained_models/'
                           'vgg19-dcbb9e9d.pth')
     for name, metric in ((opt.get('val') or {}).get('metrics') or {}).items():

@@ -14,6 +14,7 @@ from basicsr.metrics.psnr_ssim import calculate_psnr_pt, calculate_ssim_pt
 from basicsr.utils import FileClient, img2tensor, tensor2img
 
 from basicsr_ea.image_formats import read_color
+from basicsr_ea.losses.nss_loss import NSSLoss, weighted_feature_l1
 from basicsr_ea.options import OptionError, check_call
 
 
@@ -29,27 +30,30 @@ class L1Objective:
 
 
 class PerceptualObjective:
-    """BasicSR's perceptual loss (VGG features, L1 criterion), the paper's perception objective, per patch, with the
-    GT's features computed once and reused: for every child in the EA phase, for every individual in the Adam phase.
-    Its mean over a batch of equal-sized patches equals ``PerceptualLoss(sr, gt)[0]``."""
+    """The model's perceptual loss per patch, with the GT's features computed once and reused: for every child in the
+    EA phase, for every individual in the Adam phase. BasicSR's ``PerceptualLoss`` (VGG features, L1 criterion: the
+    paper's perception objective) or ``NSSLoss`` (nothing to download); its mean over a batch of equal-sized patches
+    equals the loss's own value on the batch."""
     minimize = True
 
     def __init__(self, perceptual_loss):
+        if isinstance(perceptual_loss, NSSLoss):
+            self.extract, self.weights = perceptual_loss.features, perceptual_loss.feature_weights
+            self.loss_weight = perceptual_loss.loss_weight
+            return
         if perceptual_loss.criterion_type != 'l1' or perceptual_loss.style_weight > 0:
             raise ValueError('EA-Adam supports the perceptual loss with criterion l1 and no style term (the paper\'s), '
                              f'got criterion {perceptual_loss.criterion_type!r}, style_weight '
                              f'{perceptual_loss.style_weight}')
-        self.loss = perceptual_loss
+        self.extract, self.weights = perceptual_loss.vgg, perceptual_loss.layer_weights
+        self.loss_weight = perceptual_loss.perceptual_weight
 
     @torch.no_grad()
     def prepare(self, gt):
-        return self.loss.vgg(gt)
+        return self.extract(gt)
 
     def __call__(self, sr, gt_features):
-        sr_features = self.loss.vgg(sr)
-        per_patch = sum((sr_features[k] - gt_features[k]).abs().mean(dim=(1, 2, 3)) * weight
-                        for k, weight in self.loss.layer_weights.items())
-        return per_patch * self.loss.perceptual_weight
+        return weighted_feature_l1(self.extract(sr), gt_features, self.weights) * self.loss_weight
 
 
 class PSNRObjective:
