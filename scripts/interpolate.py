@@ -9,12 +9,13 @@ Writes ``{'params': (1 - alpha) theta_a + alpha theta_b}`` for each alpha (``{al
 inputs are checked against ``network_g`` of the options (any train or test options file), so checkpoints of another
 arch or size are an error naming the file and the tensor. --b may be an EA-Adam population folder
 (``net_g_{i}_{iter}.pth``): then its most perceptual individual is taken, the one with the best value of the last
-objective of ``train.ea.objectives`` (the perception side) on the options' EA fitness set, and every individual's
-value is printed. Relative paths are read from the working directory, as BasicSR's are.
+objective of ``train.ea.objectives`` (the perception side) on the options' EA fitness set, among those whose weights
+are not --a's (the frozen start model), and every individual's value is printed. Relative paths are read from the working directory, as BasicSR's are.
 """
 import argparse
 import os
 
+import torch
 import yaml
 
 import basicsr_ea  # noqa: F401  (repairs BasicSR's import, registers the plugin's archs)
@@ -71,13 +72,23 @@ def perception_values(opt, paths, template, arch):
     return values, sign
 
 
-def most_perceptual(opt, folder, template, arch, iteration='latest'):
+def same_weights(state, other):
+    return all(torch.equal(value, other[key]) for key, value in state.items())
+
+
+def most_perceptual(opt, folder, template, arch, state_a, iteration='latest'):
     """The checkpoint of the population in ``folder`` with the best perception objective, and ``{path: value}``
-    in the objective's own units."""
-    paths = population_paths(folder, iteration)
+    in the objective's own units (None: skipped). Individuals with the weights of ``state_a`` are skipped: the
+    population's frozen start model can be its best on NIQE (the demo's is), and interpolating a network with
+    itself draws no curve."""
+    population = population_paths(folder, iteration)
+    paths = [path for path in population if not same_weights(read_state(path, template, arch), state_a)]
+    if not paths:
+        raise ValueError(f'{folder}: every individual has the weights of --a; nothing to interpolate towards')
     values, sign = perception_values(opt, paths, template, arch)
     best = min(range(len(paths)), key=lambda i: sign * values[i])
-    return paths[best], dict(zip(paths, values))
+    measured = dict(zip(paths, values))
+    return paths[best], {path: measured.get(path) for path in population}
 
 
 def output_paths(template_path, alphas, inputs):
@@ -97,14 +108,15 @@ def interpolate(args):
     opt = load_options(args.opt)
     net = build_network(opt['network_g'])
     template, arch = net.state_dict(), type(net).__name__
+    state_a = read_state(args.a, template, arch, args.param_key)
     b_path = args.b
     if os.path.isdir(args.b):
-        b_path, values = most_perceptual(opt, args.b, template, arch, args.iter)
+        b_path, values = most_perceptual(opt, args.b, template, arch, state_a, args.iter)
         name = opt['train']['ea']['objectives'][-1]['type']
         for path, value in values.items():
-            print(f'{os.path.basename(path)}: {name} {value:.4f}{" <- most perceptual" * (path == b_path)}')
+            measured = 'skipped: the weights of --a' if value is None else f'{name} {value:.4f}'
+            print(f'{os.path.basename(path)}: {measured}{" <- most perceptual" * (path == b_path)}')
     outputs = output_paths(args.out, args.alphas, [args.a, b_path])
-    state_a = read_state(args.a, template, arch, args.param_key)
     state_b = read_state(b_path, template, arch, args.param_key)
     for alpha, out in zip(args.alphas, outputs):
         try:

@@ -140,14 +140,20 @@ def test_population_folder_gives_its_most_perceptual_individual(tmp_path, capsys
         state['conv_last.weight'].zero_()
         state['conv_last.bias'].fill_(shift)
         save(folder / population_file(i, 'latest'), state)
-    a = save(tmp_path / 'psnr.pth', random_state(NETWORK, 5))
-    b_path, _ = load_script('interpolate').main(['-opt', write_options(tmp_path), '--a', a, '--b', str(folder),
+    a, opt = save(tmp_path / 'psnr.pth', random_state(NETWORK, 5)), write_options(tmp_path)
+    b_path, _ = load_script('interpolate').main(['-opt', opt, '--a', a, '--b', str(folder),
                                                  '--alphas', '0.5', '--out', str(tmp_path / 'mid.pth')])
     assert os.path.basename(b_path) == 'net_g_2_latest.pth'
     lines = capsys.readouterr().out.splitlines()
     values = [float(line.split('l1 ')[1].split()[0]) for line in lines[:3]]
     assert values[0] > values[1] > values[2] and lines[2].endswith('<- most perceptual')
     assert all(abs(value - shift) < 0.5 / 255 for value, shift in zip(values, (0.2, 0.1, 0.0)))
+    # the best individual is --a itself (the population's frozen start model): skipped, the next best is taken
+    b_path, _ = load_script('interpolate').main(['-opt', opt, '--a', b_path, '--b', str(folder),
+                                                 '--alphas', '0.5', '--out', str(tmp_path / 'mid.pth')])
+    assert os.path.basename(b_path) == 'net_g_1_latest.pth'
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == 'net_g_2_latest.pth: skipped: the weights of --a' and lines[1].endswith('<- most perceptual')
 
 
 def test_demo_evaluates_the_interpolation_it_makes_and_archives_it():

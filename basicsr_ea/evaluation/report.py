@@ -5,9 +5,11 @@ import io
 import os
 import re
 
+import numpy as np
+
 from basicsr_ea.evaluation.runner import AVERAGE
 from basicsr_ea.files import write_text_atomic
-from basicsr_ea.plotting import new_figure, save_figure
+from basicsr_ea.plotting import Series, new_figure, plot_tradeoff, save_figure
 
 PERCEPTION_TYPES = ('calculate_lpips', 'calculate_niqe')  # the plot's x axis: LPIPS where it has values, else NIQE
 
@@ -69,31 +71,36 @@ def plotted_metric(table, dataset, types):
     return None
 
 
+def short_tags(labels):
+    """What tells a front's labels apart beside its points: each label without the words all of them share in
+    front (``EA-Adam #2`` -> ``#2``, ``Interpolation, alpha 0.3`` -> ``0.3``)."""
+    if len(labels) == 1:
+        return [labels[0].split()[-1]]
+    prefix = os.path.commonprefix(labels)
+    cut = prefix.rfind(' ') + 1
+    return [label[cut:] or label for label in labels]
+
+
 def save_pd_plot(path, table, dataset, distortion, perception):
-    """Every model as a labelled point (perception metric across, PSNR up); a population's rows joined in
-    preference order as its front."""
+    """Every model as a point (perception metric across, PSNR up): a front per population (and per
+    ``front_label``), its own non-dominated points joined; other models in the legend; outliers at the edge
+    (``plotting.plot_tradeoff``). Returns the ``TradeoffLayout``."""
     point = {label: (table.value(label, dataset, perception), table.value(label, dataset, distortion))
              for label in table.labels}
-    fig, ax = new_figure(figsize=(6, 4.5))
-    for front, labels in table.fronts.items():
-        ax.plot(*zip(*(point[label] for label in labels)), marker='o', label=front)
     in_front = {label for labels in table.fronts.values() for label in labels}
-    singles = [label for label in table.labels if label not in in_front]
-    for k, label in enumerate(singles, start=len(table.fronts)):
-        ax.scatter(*point[label], marker='s', color=f'C{k % 10}', zorder=3, label=label)
-    coinciding = {}
-    for label, xy in point.items():
-        coinciding.setdefault(xy, []).append(label)
-    for xy, labels in coinciding.items():
-        ax.annotate(' = '.join(labels), xy, textcoords='offset points', xytext=(4, 4), fontsize=7)
+    series = [Series(front, np.array([point[label] for label in labels]), short_tags(labels))
+              for front, labels in table.fronts.items()]
+    markers = 'sDPX*hv'
+    series += [Series(label, np.array([point[label]]), [''], markers[k % len(markers)], line=False)
+               for k, label in enumerate(label for label in table.labels if label not in in_front)]
     p_metric, d_metric = table.metrics[perception], table.metrics[distortion]
-    ax.set_xlabel(f'{p_metric.title} ({p_metric.better} is better)')
-    ax.set_ylabel(f'{d_metric.title} (dB, {d_metric.better} is better)')
+    senses = [1 if metric.better == 'lower' else -1 for metric in (p_metric, d_metric)]
+    fig, ax = new_figure(figsize=(8, 6))
+    layout = plot_tradeoff(ax, series, senses, (f'{p_metric.title} ({p_metric.better} is better)',
+                                                f'{d_metric.title} (dB, {d_metric.better} is better)'))
     ax.set_title(f'{table.name}: {dataset}, perception-distortion')
-    ax.margins(0.2)  # room for the labels
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
     save_figure(fig, path, dpi=120)
+    return layout
 
 
 def save_pd_plots(table, folder):

@@ -2,7 +2,7 @@
 import torch
 
 from basicsr_ea.evolution import hypervolume_2d
-from basicsr_ea.plotting import new_figure, save_figure
+from basicsr_ea.plotting import Series, new_figure, plot_tradeoff, save_figure
 
 
 def normalized_hypervolumes(*fronts, margin=0.1):
@@ -25,15 +25,12 @@ def objectives_table(names, before, after, signs):
 
 
 def save_front_plot(path, names, before, after, signs, title):
-    """Scatter of the population before and after the phase in the objectives' own units, one point per individual."""
-    fig, ax = new_figure(figsize=(5, 4))
-    for front, label, marker in ((before * signs, 'before EA', 'o'), (after * signs, 'after EA', 's')):
-        order = front[:, 0].argsort()
-        ax.plot(front[order, 0], front[order, 1], marker=marker, label=label)
-        for i, (x, y) in enumerate(front.tolist()):
-            ax.annotate(str(i), (x, y), textcoords='offset points', xytext=(3, 3), fontsize=7)
-    ax.set_xlabel(names[0])
-    ax.set_ylabel(names[1])
+    """The population before and after the phase in the objectives' own units, one point per individual (its
+    index beside it), each set's non-dominated points joined, outliers at the edge (``plotting.plot_tradeoff``)."""
+    series = [Series(label, (front * signs).numpy(), [str(i) for i in range(len(front))], marker)
+              for front, label, marker in ((before, 'before EA', 'o'), (after, 'after EA', 's'))]
+    fig, ax = new_figure(figsize=(6, 4.5))
+    layout = plot_tradeoff(ax, series, signs.tolist(), tuple(names))
     ax.set_title(title)
-    ax.legend()
     save_figure(fig, path, dpi=100)
+    return layout
