@@ -4,8 +4,9 @@ apart: the demo's EA-Adam run once per limit, the same seed, data and start mode
     python benchmarks/ea_replacement_limit.py [--iters 120] [--tag EAnr]
 
 Reads each phase's report (``ea/objectives_<iter>.md``) and prints, per limit and per phase, how many individuals
-are distinct before and after the phase, and the normalised hypervolume on the fitness set of the population and of
-the archive after it. Reports what it measures, whichever way it comes out.
+are distinct before and after the phase, and the hypervolumes on the fitness set of the population and of the
+archive before and after it (normalised jointly within a phase, so comparable along a row only). Reports what it
+measures, whichever way it comes out.
 """
 import argparse
 import os
@@ -17,7 +18,7 @@ LIMITS = ('1', '2', '~')  # '~': no limit, the authors' loop
 
 
 def phase_reports(name):
-    """``{iter: (distinct before, distinct after, population HV after, archive HV after)}`` of one run."""
+    """``{iter: (distinct before, distinct after, population HV before, after, archive HV before, after)}``."""
     folder = os.path.join(REPO_ROOT, 'experiments', name, 'ea')
     reports = {}
     for file in os.listdir(folder):
@@ -27,10 +28,15 @@ def phase_reports(name):
         with open(os.path.join(folder, file)) as f:
             text = f.read()
         distinct = re.search(r'distinct individuals: before (\d+), after (\d+)', text).groups()
-        population = re.search(r'population before [\d.]+, after ([\d.]+)', text).group(1)
-        archive = re.search(r'archive: .*hypervolume before [\d.]+, after ([\d.]+)', text).group(1)
-        reports[int(match[1])] = (*map(int, distinct), float(population), float(archive))
+        population = re.search(r'population before ([\d.]+), after ([\d.]+)', text).groups()
+        archive = re.search(r'archive: .*hypervolume before ([\d.]+), after ([\d.]+)', text).groups()
+        reports[int(match[1])] = (*map(int, distinct), *map(float, population + archive))
     return dict(sorted(reports.items()))
+
+
+def table_rows(limit, name):
+    return [f'| {"none" if limit == "~" else limit} | {it} | {before} -> {after} | {hv[0]:.4f} -> {hv[1]:.4f} | '
+            f'{hv[2]:.4f} -> {hv[3]:.4f} |' for it, (before, after, *hv) in phase_reports(name).items()]
 
 
 def main(argv=None):
@@ -42,15 +48,14 @@ def main(argv=None):
     if not os.path.isfile(START_MODEL):
         run('scripts/make_demo_data.py')
         run('basicsr_ea/train.py', '-opt', 'options/train_SRResNet_demo.yml')
-    print('| max_replacements | EA phase at iter | distinct before -> after | population HV after | archive HV after |')
+    print('| max_replacements | EA phase at iter | distinct before -> after | population HV before -> after | '
+          'archive HV before -> after |')
     print('|---|---|---|---|---|')
     for limit in LIMITS:
         name = f'{args.tag}_{"none" if limit == "~" else limit}'
         run('basicsr_ea/train.py', '-opt', 'options/train_EAAdam_demo.yml', '--force_yml', f'name={name}',
             f'train:total_iter={args.iters}', f'train:ea:max_replacements={limit}')
-        for it, (before, after, hv_population, hv_archive) in phase_reports(name).items():
-            print(f'| {"none" if limit == "~" else limit} | {it} | {before} -> {after} | {hv_population:.4f} | '
-                  f'{hv_archive:.4f} |', flush=True)
+        print('\n'.join(table_rows(limit, name)), flush=True)
 
 
 if __name__ == '__main__':
