@@ -100,8 +100,8 @@ def check_train_losses(train_opt):
 
 
 def check_vgg_layers(loss_opt, where):
-    """A perceptual loss's ``layer_weights`` name VGG layers (BasicSR would fail on a typo only as it builds)."""
-    if 'layer_weights' not in loss_opt:
+    """``layer_weights`` of BasicSR's ``PerceptualLoss`` name VGG layers (BasicSR fails on a typo only as it builds)."""
+    if loss_opt.get('type') != 'PerceptualLoss' or 'layer_weights' not in loss_opt:
         return
     vgg_type = loss_opt.get('vgg_type', 'vgg19')
     if vgg_type.replace('_bn', '') not in vgg_arch.NAMES:
