@@ -14,6 +14,7 @@ from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTR
 
 from basicsr_ea.archs.fusion_arch import expert_paths
 from basicsr_ea.compat import check_vgg_weights, needs_vgg
+from basicsr_ea.losses import nss_loss
 from basicsr_ea.models.fitness import check_fitness_folders, check_objectives_run
 from basicsr_ea.models.train_options import AllInOneTrainOptions, EAAdamTrainOptions, FusionTrainOptions
 from basicsr_ea.optim import OPTIMIZER_REGISTRY
@@ -89,7 +90,7 @@ def check_train_losses(train_opt):
     for key, value in train_opt.items():
         if key.endswith('_opt') and value is not None:
             check_buildable(LOSS_REGISTRY, value, f'train.{key}')
-            check_vgg_layers(value, f'train.{key}')
+            check_layer_weights(value, f'train.{key}')
         if key.startswith('optim_') and value is not None:
             check_buildable(OPTIMIZER_REGISTRY, value, f'train.{key}', skip=1)
     scheduler = dict(train_opt['scheduler'])
@@ -99,18 +100,22 @@ def check_train_losses(train_opt):
     check_call(SCHEDULERS[kind], scheduler, 'train.scheduler', skip=1)
 
 
-def check_vgg_layers(loss_opt, where):
-    """``layer_weights`` of BasicSR's ``PerceptualLoss`` name VGG layers (BasicSR fails on a typo only as it builds)."""
-    if loss_opt.get('type') != 'PerceptualLoss' or 'layer_weights' not in loss_opt:
+def check_layer_weights(loss_opt, where):
+    """``layer_weights`` of a perceptual loss name its layers: VGG's for BasicSR's ``PerceptualLoss`` (which fails
+    on a typo only as it builds), the statistics of ``NSSLoss``."""
+    if 'layer_weights' not in loss_opt or loss_opt.get('type') not in ('PerceptualLoss', 'NSSLoss'):
         return
-    vgg_type = loss_opt.get('vgg_type', 'vgg19')
-    if vgg_type.replace('_bn', '') not in vgg_arch.NAMES:
-        raise OptionError(f'{where}.vgg_type: {vgg_type!r} is not one of {", ".join(vgg_arch.NAMES)} (or their _bn)')
-    names = vgg_arch.NAMES[vgg_type.replace('_bn', '')]
-    names = vgg_arch.insert_bn(names) if 'bn' in vgg_type else names
+    if loss_opt['type'] == 'NSSLoss':
+        kind, names = 'NSSLoss', nss_loss.FEATURES
+    else:
+        kind = loss_opt.get('vgg_type', 'vgg19')
+        if kind.replace('_bn', '') not in vgg_arch.NAMES:
+            raise OptionError(f'{where}.vgg_type: {kind!r} is not one of {", ".join(vgg_arch.NAMES)} (or their _bn)')
+        names = vgg_arch.NAMES[kind.replace('_bn', '')]
+        names = vgg_arch.insert_bn(names) if 'bn' in kind else names
     for layer in loss_opt['layer_weights']:
         if layer not in names:
-            raise OptionError(f'{where}.layer_weights.{layer}: not a layer of {vgg_type}; layers: {", ".join(names)}')
+            raise OptionError(f'{where}.layer_weights.{layer}: not a layer of {kind}; layers: {", ".join(names)}')
 
 
 def check_ea_adam(opt, train_options):

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
+FEATURES = ('mean', 'mscn', 'spread')  # the names layer_weights may give
 NEIGHBOUR_SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))  # NIQE's horizontal, vertical and both diagonal products
 
 
@@ -85,9 +86,9 @@ class NSSLoss(nn.Module):
                  loss_weight: float = 1.0):
         super().__init__()
         self.layer_weights = dict(layer_weights or {'mean': 1.0, 'mscn': 0.1, 'spread': 1.0})
-        unknown = set(self.layer_weights) - {'mean', 'mscn', 'spread'}
+        unknown = set(self.layer_weights) - set(FEATURES)
         if unknown:
-            raise ValueError(f'NSSLoss layer_weights: unknown features {sorted(unknown)}; known: mean, mscn, spread')
+            raise ValueError(f'NSSLoss layer_weights: unknown features {sorted(unknown)}; known: {", ".join(FEATURES)}')
         if num_scales < 1 or block_size < 1:
             raise ValueError(f'NSSLoss: num_scales and block_size must be positive, got {num_scales}, {block_size}')
         self.num_scales, self.block_size, self.loss_weight = num_scales, block_size, loss_weight
