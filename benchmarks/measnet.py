@@ -1,15 +1,20 @@
 """MEASNet on the CPU: what the experts cost and where the parameters and MACs of the default network are.
 
     python benchmarks/measnet.py [--repeats 5] [--size 256] [--train_size 128] [--train_batch 2] [--threads 1 2]
+                                 [--authors CLONE/MEASNet]
 
 (a) STP-G-MESE expert dispatch, sparse (each expert on its own tokens) against dense (every expert on every token,
     unselected ones weighted 0), on the token count and width of each encoder level at --size, same tokens and
     gates; (b) the default network against the same network without experts (no prompt, STP-G-MESE or FD-MEE;
     same widths, blocks and AFLB), eval (batch 1, --size, no_grad) and one training step (--train_batch x
     --train_size, L1 + 0.001 aux loss, backward, AdamW step), at each of --threads; (c) parameters and MACs per
-    component. MACs are those of convolutions and matrix products (torch's FlopCounterMode / 2): FFTs and
-    element-wise ops are not counted. Times are medians over --repeats after one warm-up, wall clock and process CPU
-    time; in (b) the two networks alternate run by run, so load from other jobs falls on both alike.
+    component; (d) with --authors (the MEASNet/ folder of a clone of zhoushen1/MEASNet, einops importable), one
+    training step of ours against the authors' ``IRmodel`` (default configurations) at batch 1 and --train_batch:
+    their training fails at batch 1 (BatchNorm of one value per channel), so there their three FD BatchNorms run
+    on their running statistics, as ours do. MACs are those of convolutions and matrix products (torch's
+    FlopCounterMode / 2): FFTs and element-wise ops are not counted. Times are medians over --repeats after one
+    warm-up, wall clock and process CPU time; in (b) and (d) the networks alternate run by run, so load from other
+    jobs falls on all alike.
 """
 import argparse
 import os
@@ -122,6 +127,34 @@ def network_rows(args):
     return rows
 
 
+def authors_rows(args):
+    """Rows of (d): our training step against the authors' at batch 1 and --train_batch, per thread count."""
+    sys.path.insert(0, os.path.abspath(args.authors))
+    from net.MEASNet import IRmodel  # the authors' code, from their clone
+
+    class Authors(IRmodel):
+        """Their network with our interface: the output alone, the aux loss in ``aux_loss``."""
+
+        def forward(self, x):
+            out, self.aux_loss = super().forward(x)
+            return out
+
+    torch.manual_seed(0)
+    nets = [MEASNet().train(), Authors().train()]
+    rows = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for batch in (1, args.train_batch):
+            for module in nets[1].modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.train(batch > 1)
+            x = torch.rand(batch, 3, args.train_size, args.train_size)
+            times = interleaved_times([training_step(net, x) for net in nets], args.repeats)
+            rows += [[threads, f'train {batch}x{args.train_size}', name] + timing_cells(t, times[1])
+                     for name, t in zip(('ours (default)', 'authors'), times)]
+    return rows
+
+
 def component_rows(net, size):
     """Rows of (c): parameters and MACs of each component, the backbone being everything else."""
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -149,7 +182,8 @@ def main():
     parser.add_argument('--train_size', type=int, default=128, help='input height and width (training step)')
     parser.add_argument('--train_batch', type=int, default=2, help='images per training step')
     parser.add_argument('--threads', type=int, nargs='+', default=[1, 2], help='torch CPU threads, one run each')
-    parser.add_argument('--parts', default='abc', help='which of the parts (a), (b), (c) to run')
+    parser.add_argument('--authors', help="the MEASNet/ folder of a clone of the authors' repository, for (d)")
+    parser.add_argument('--parts', default='abcd', help='which of the parts (a) to (d) to run')
     args = parser.parse_args()
     torch.set_num_threads(args.threads[0])
     torch.manual_seed(0)
@@ -170,6 +204,9 @@ def main():
         print_table(['component', 'params (M)', 'GMACs', 'MACs %'], component_rows(net, args.size))
         print(f'parameters: {parameter_count(net):,} with AFLB, {parameter_count(MEASNet(use_aflb=False)):,} without '
               '(authors: 31,680,752 with AFLB)')
+    if 'd' in args.parts and args.authors:
+        print("(d) training step, ours against the authors' code (s); ratios to theirs")
+        print_table(['threads', 'mode', 'network', 'wall', 'cpu', 'wall ratio', 'cpu ratio'], authors_rows(args))
 
 
 if __name__ == '__main__':
