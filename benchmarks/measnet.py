@@ -1,13 +1,20 @@
-"""MEASNet on the CPU: what the sparse experts cost and where the parameters and MACs of the default network are.
+"""MEASNet on the CPU: what the experts cost and where the parameters and MACs of the default network are.
 
-    python benchmarks/measnet.py [--repeats 3] [--size 256] [--threads N]
+    python benchmarks/measnet.py [--repeats 5] [--size 256] [--train_size 128] [--train_batch 2] [--threads 1 2]
+                                 [--authors CLONE/MEASNet]
 
 (a) STP-G-MESE expert dispatch, sparse (each expert on its own tokens) against dense (every expert on every token,
     unselected ones weighted 0), on the token count and width of each encoder level at --size, same tokens and
-    gates; (b) latency of the default network (eval, batch 1, no_grad) against the same network without experts
-    (no prompt, STP-G-MESE or FD-MEE; same widths, blocks and AFLB); (c) parameters and MACs per component.
-MACs are those of convolutions and matrix products (torch's FlopCounterMode / 2): FFTs and element-wise ops are
-not counted. Times are medians of --repeats runs after one warm-up run, wall clock and process CPU time.
+    gates; (b) the default network against the same network without experts (no prompt, STP-G-MESE or FD-MEE;
+    same widths, blocks and AFLB), eval (batch 1, --size, no_grad) and one training step (--train_batch x
+    --train_size, L1 + 0.001 aux loss, backward, AdamW step), at each of --threads; (c) parameters and MACs per
+    component; (d) with --authors (the MEASNet/ folder of a clone of zhoushen1/MEASNet, einops importable), one
+    training step of ours against the authors' ``IRmodel`` (default configurations) at batch 1 and --train_batch:
+    their training fails at batch 1 (BatchNorm of one value per channel), so there their three FD BatchNorms run
+    on their running statistics, as ours do. MACs are those of convolutions and matrix products (torch's
+    FlopCounterMode / 2): FFTs and element-wise ops are not counted. Times are medians over --repeats after one
+    warm-up, wall clock and process CPU time; in (b) and (d) the networks alternate run by run, so load from other
+    jobs falls on all alike.
 """
 import argparse
 import os
@@ -45,6 +52,19 @@ def median_times(fn, repeats):
     return tuple(statistics.median(column) for column in zip(*times))
 
 
+def interleaved_times(fns, repeats):
+    """``median_times`` of each of ``fns``, the calls alternating between them (A, B, A, B, ...)."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, column in zip(fns, times):
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            column.append((time.perf_counter() - wall, time.process_time() - cpu))
+    return [tuple(statistics.median(c) for c in zip(*column)) for column in times]
+
+
 def timing_cells(times, reference, unit=1.0, digits=2):
     """Wall and CPU time in ``unit`` seconds, then each as a ratio to ``reference`` (wall, CPU)."""
     return ([f'{t / unit:.{digits}f}' for t in times] + [f'{t / r:.2f}' for t, r in zip(times, reference)])
@@ -73,6 +93,68 @@ def dispatch_rows(size, repeats, dim=48, num_experts=6, top_k=2):
     return rows
 
 
+def training_step(net, x):
+    """One training step of ``net`` on ``x`` (its own target): L1 + 0.001 aux loss, backward, AdamW step."""
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-6)
+
+    def step():
+        optimizer.zero_grad()
+        loss = (net(x) - x).abs().mean() + 0.001 * net.aux_loss
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def network_rows(args):
+    """Rows of (b): eval and training step of the default network and the one without experts, per thread count."""
+    torch.manual_seed(0)
+    nets = [MEASNet(), MEASNet(stp_levels=[], stp_aux_levels=[], use_fdmee=False)]
+    x = torch.rand(1, 3, args.size, args.size)
+    x_train = torch.rand(args.train_batch, 3, args.train_size, args.train_size)
+    rows = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for net in nets:
+            net.eval()
+        with torch.no_grad():
+            evals = interleaved_times([lambda net=net: net(x) for net in nets], args.repeats)
+        for net in nets:
+            net.train()
+        steps = interleaved_times([training_step(net, x_train) for net in nets], args.repeats)
+        for mode, times in ((f'eval 1x{args.size}', evals), (f'train {args.train_batch}x{args.train_size}', steps)):
+            rows += [[threads, mode, name] + timing_cells(t, times[1])
+                     for name, t in zip(('MEASNet (default)', 'without experts'), times)]
+    return rows
+
+
+def authors_rows(args):
+    """Rows of (d): our training step against the authors' at batch 1 and --train_batch, per thread count."""
+    sys.path.insert(0, os.path.abspath(args.authors))
+    from net.MEASNet import IRmodel  # the authors' code, from their clone
+
+    class Authors(IRmodel):
+        """Their network with our interface: the output alone, the aux loss in ``aux_loss``."""
+
+        def forward(self, x):
+            out, self.aux_loss = super().forward(x)
+            return out
+
+    torch.manual_seed(0)
+    nets = [MEASNet().train(), Authors().train()]
+    rows = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for batch in (1, args.train_batch):
+            for module in nets[1].modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.train(batch > 1)
+            x = torch.rand(batch, 3, args.train_size, args.train_size)
+            times = interleaved_times([training_step(net, x) for net in nets], args.repeats)
+            rows += [[threads, f'train {batch}x{args.train_size}', name] + timing_cells(t, times[1])
+                     for name, t in zip(('ours (default)', 'authors'), times)]
+    return rows
+
+
 def component_rows(net, size):
     """Rows of (c): parameters and MACs of each component, the backbone being everything else."""
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -95,34 +177,36 @@ def component_rows(net, size):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--repeats', type=int, default=3, help='timed runs per measurement (after one warm-up)')
-    parser.add_argument('--size', type=int, default=256, help='input height and width')
-    parser.add_argument('--threads', type=int, default=torch.get_num_threads(), help='torch CPU threads')
+    parser.add_argument('--repeats', type=int, default=5, help='timed runs per measurement (after one warm-up)')
+    parser.add_argument('--size', type=int, default=256, help='input height and width (eval)')
+    parser.add_argument('--train_size', type=int, default=128, help='input height and width (training step)')
+    parser.add_argument('--train_batch', type=int, default=2, help='images per training step')
+    parser.add_argument('--threads', type=int, nargs='+', default=[1, 2], help='torch CPU threads, one run each')
+    parser.add_argument('--authors', help="the MEASNet/ folder of a clone of the authors' repository, for (d)")
+    parser.add_argument('--parts', default='abcd', help='which of the parts (a) to (d) to run')
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads[0])
     torch.manual_seed(0)
     print(f'torch {torch.__version__}, {args.threads} CPU threads, input {args.size}x{args.size}, '
           f'median of {args.repeats}\n')
 
-    print('(a) STP-G-MESE expert dispatch, 6 experts, top-2, forward: sparse, then dense (ms)')
-    print_table(['level', 'tokens', 'C', 'wall', 'cpu', 'wall/dense', 'cpu/dense', 'dense wall', 'dense cpu'],
-                dispatch_rows(args.size, args.repeats))
-
-    net = MEASNet().eval()
-    plain = MEASNet(stp_levels=[], use_fdmee=False).eval()
-    x = torch.rand(1, 3, args.size, args.size)
-    with torch.no_grad():
-        times = [median_times(lambda: model(x), args.repeats) for model in (net, plain)]
-    rows = [[name, f'{parameter_count(model) / 1e6:.2f}'] + timing_cells(t, times[1])
-            for name, model, t in (('MEASNet (default)', net, times[0]), ('without experts', plain, times[1]))]
-    print('(b) whole network, eval, batch 1, no_grad (s); ratios to the network without experts')
-    print_table(['network', 'params (M)', 'wall', 'cpu', 'wall ratio', 'cpu ratio'], rows)
-
-    print(f'(c) default MEASNet per component ({args.size}x{args.size})')
-    print_table(['component', 'params (M)', 'GMACs', 'MACs %'], component_rows(net, args.size))
-    print(f'parameters: {parameter_count(net) / 1e6:.2f} M with AFLB, '
-          f'{parameter_count(MEASNet(use_aflb=False)) / 1e6:.2f} M without '
-          '(authors: 31.68 M with AFLB)')
+    if 'a' in args.parts:
+        print('(a) STP-G-MESE expert dispatch, 6 experts, top-2, forward: sparse, then dense (ms)')
+        print_table(['level', 'tokens', 'C', 'wall', 'cpu', 'wall/dense', 'cpu/dense', 'dense wall', 'dense cpu'],
+                    dispatch_rows(args.size, args.repeats))
+    if 'b' in args.parts:
+        print('(b) whole network (s); ratios to the network without experts, same threads and mode')
+        print_table(['threads', 'mode', 'network', 'wall', 'cpu', 'wall ratio', 'cpu ratio'], network_rows(args))
+    if 'c' in args.parts:
+        torch.set_num_threads(args.threads[0])
+        net = MEASNet().eval()
+        print(f'(c) default MEASNet per component ({args.size}x{args.size})')
+        print_table(['component', 'params (M)', 'GMACs', 'MACs %'], component_rows(net, args.size))
+        print(f'parameters: {parameter_count(net):,} with AFLB, {parameter_count(MEASNet(use_aflb=False)):,} without '
+              '(authors: 31,680,752 with AFLB)')
+    if 'd' in args.parts and args.authors:
+        print("(d) training step, ours against the authors' code (s); ratios to theirs")
+        print_table(['threads', 'mode', 'network', 'wall', 'cpu', 'wall ratio', 'cpu ratio'], authors_rows(args))
 
 
 if __name__ == '__main__':

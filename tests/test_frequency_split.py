@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from basicsr_ea.archs.aflb import AFLB, low_band_half_size
-from basicsr_ea.archs.frequency_layers import MESE, FDMEE, DynamicLowPass, apply_group_kernels, fft_box_split
+from basicsr_ea.archs.frequency_layers import (MESE, FDMEE, DynamicLowPass, apply_group_kernels, fft_box_split,
+                                              mix_low_rank_experts)
 
 
 def test_apply_group_kernels_equals_a_grouped_convolution_per_image():
@@ -164,3 +165,14 @@ def test_mese_context_reuses_one_strided_conv_and_pads_only_below_16_px():
     padded = F.pad(small, (0, 7, 0, 11), mode='replicate')
     context = F.interpolate(mese.context(down(down(padded))), size=(16, 16), mode='bilinear', align_corners=False)
     assert_close(mese.calibrate(small), small + context[..., :5, :9])
+
+
+def test_mixed_low_rank_experts_equal_each_images_picks_run_one_by_one():
+    torch.manual_seed(0)
+    experts = MESE(8).experts
+    x, k = torch.randn(3, 8, 5, 7), torch.randn(3, 8, 5, 7)
+    indices = torch.tensor([[4, 0], [2, 3], [0, 4]])
+    weights = torch.rand(3, 2)
+    expected = torch.stack([sum(weights[i, j] * experts[indices[i, j]](x[i:i + 1], k[i:i + 1])[0] for j in range(2))
+                            for i in range(3)])
+    assert_close(mix_low_rank_experts(x, k, experts, indices, weights), expected)

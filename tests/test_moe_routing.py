@@ -116,6 +116,23 @@ def test_router_without_noise_trains_on_the_clean_logits_and_draws_no_random_num
     assert router.w_gate.weight.grad.abs().sum() > 0 and router.w_noise.weight.grad is None
 
 
+def test_router_with_a_context_routes_as_on_the_concatenation():
+    """``router(x, context)``: the logits of cat([x, context of the row's image]) without the concatenation, in eval
+    and (same noise draws) in training."""
+    torch.manual_seed(0)
+    router = NoisyTopKRouter(8 + 5, num_experts=4, top_k=2)
+    torch.nn.init.normal_(router.w_noise.weight)
+    x, context = torch.randn(2 * 6, 8), torch.randn(2, 5)
+    concatenated = torch.cat([x, context.repeat_interleave(6, dim=0)], dim=1)
+    for training in (False, True):
+        router.train(training)
+        torch.manual_seed(1)
+        expected = router(concatenated)
+        torch.manual_seed(1)
+        for got, want in zip(router(x, context), expected):
+            assert_close(got, want)
+
+
 def make_experts(num_experts=6, dim=8):
     torch.manual_seed(0)
     experts = torch.nn.ModuleList([ExpertMLP(dim, 13) for _ in range(num_experts)])

@@ -11,24 +11,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from basicsr_ea.archs.arch_util import pad_reflect
-from basicsr_ea.archs.moe_layers import GlobalRouter, sparse_dispatch
+from basicsr_ea.archs.moe_layers import GlobalRouter
 from basicsr_ea.archs.restormer_blocks import LayerNorm2d, conv1x1, conv3x3
 
 
 def apply_group_kernels(x, kernels):
     """Filter each image with its own k x k kernel per channel group (reflect padding keeps the size).
 
-    x: (B, C, H, W); kernels: (B, G, k*k) in row-major tap order, G dividing C. Written as k*k shifted sums
-    rather than an unfold, so memory stays at a few copies of x.
+    x: (B, C, H, W); kernels: (B, G, k*k) in row-major tap order, G dividing C. One depthwise convolution over
+    the B*C channels of the batch (each channel with its group's kernel): memory stays at the padded copy of x,
+    where the authors' unfold holds k*k copies.
     """
     b, c, h, w = x.shape
     groups, taps = kernels.shape[1:]
     size = math.isqrt(taps)
-    pad = size // 2
-    padded = pad_reflect(x, (pad, ) * 4).reshape(b, groups, c // groups, h + 2 * pad, w + 2 * pad)
-    out = sum(kernels[:, :, t, None, None, None] * padded[..., t // size:t // size + h, t % size:t % size + w]
-              for t in range(taps))
-    return out.reshape(b, c, h, w)
+    padded = pad_reflect(x, (size // 2, ) * 4)
+    weight = kernels.repeat_interleave(c // groups, dim=1).reshape(b * c, 1, size, size)
+    return F.conv2d(padded.reshape(1, b * c, *padded.shape[-2:]), weight, groups=b * c).reshape(b, c, h, w)
 
 
 def unused_parameters(**shapes):
@@ -94,16 +93,47 @@ def fft_box_split(x, half_h, half_w):
 
 
 class LowRankExpert(nn.Module):
-    """E(x, k) = W3 (W1 x * W2 k) with 1x1 convs (with biases) through a rank-``rank`` bottleneck; input is
-    cat([x, k], dim=1)."""
+    """E(x, k) = W3 (W1 x * W2 k) with 1x1 convs (with biases) through a rank-``rank`` bottleneck. MESE runs its
+    experts together (``mix_low_rank_experts``); ``forward`` is the definition."""
 
     def __init__(self, dim, rank):
         super().__init__()
         self.w1, self.w2, self.w3 = conv1x1(dim, rank, True), conv1x1(dim, rank, True), conv1x1(rank, dim, True)
 
-    def forward(self, xk):
-        x, k = xk.chunk(2, dim=1)
+    def forward(self, x, k):
         return self.w3(self.w1(x) * self.w2(k))
+
+
+def mix_low_rank_experts(x, k, experts, indices, weights):
+    """sum_j weights[:, j] * E_{indices[:, j]}(x, k) per image, for ``LowRankExpert``s, in three batched products.
+
+    The experts' weights are stacked, zero-padded to the largest rank (a zero row adds nothing), each image's picks
+    gathered and their gate weights folded into the output projection: no per-expert loop and no gather or scatter
+    of the features. Every expert is in the graph, so an expert no image picked gets a zero gradient, as in the
+    authors' training (which runs every expert, weighting the unpicked ones 0).
+
+    x, k: (B, C, H, W); indices, weights: (B, top_k). Returns (B, C, H, W).
+    """
+    b, c, h, w = x.shape
+    rank = max(expert.w1.out_channels for expert in experts)
+
+    def picked(convs, pad_rows):
+        """Weights (B, top_k, rank, C) and biases (B, top_k, rank) of each image's picks (pad_rows), or weights
+        (B, top_k, C, rank) and biases (B, top_k, C): the 1x1 convs zero-padded to ``rank`` and stacked."""
+        pads = [rank - conv.weight.shape[0 if pad_rows else 1] for conv in convs]
+        weight = torch.stack([F.pad(conv.weight.flatten(1), (0, 0, 0, p) if pad_rows else (0, p))
+                              for conv, p in zip(convs, pads)])
+        bias = torch.stack([F.pad(conv.bias, (0, p if pad_rows else 0)) for conv, p in zip(convs, pads)])
+        return weight[indices], bias[indices]
+
+    w1, b1 = picked([expert.w1 for expert in experts], True)
+    w2, b2 = picked([expert.w2 for expert in experts], True)
+    w3, b3 = picked([expert.w3 for expert in experts], False)
+    low = (torch.baddbmm(b1.flatten(1)[..., None], w1.flatten(1, 2), x.flatten(2)) *
+           torch.baddbmm(b2.flatten(1)[..., None], w2.flatten(1, 2), k.flatten(2)))  # (B, top_k * rank, H * W)
+    w3 = (w3 * weights[..., None, None]).transpose(1, 2).flatten(2)  # (B, C, top_k * rank)
+    b3 = (b3 * weights[..., None]).sum(dim=1)[..., None]
+    return torch.baddbmm(b3, w3, low).reshape(b, c, h, w)
 
 
 class MESE(nn.Module):
@@ -134,24 +164,19 @@ class MESE(nn.Module):
     def calibrate(self, k):
         """k plus its context: the same 4x4 stride-4 depthwise conv twice (1/16 resolution), 3x3 + 1x1, bilinear
         upsampling. Sides below 16 px, where the authors' code fails, are replicate-padded to 16 and the upsampled
-        context is cropped back; from 16 px on (every size the authors' code runs) nothing is padded, and the
-        strided convs drop the remainder as theirs do."""
+        context is cropped back; from 16 px on (every size the authors' code runs) nothing is padded (nor copied),
+        and the strided convs drop the remainder as theirs do."""
         h, w = k.shape[-2:]
-        padded = F.pad(k, (0, max(0, 16 - w), 0, max(0, 16 - h)), mode='replicate')
+        padded = F.pad(k, (0, max(0, 16 - w), 0, max(0, 16 - h)), mode='replicate') if min(h, w) < 16 else k
         context = self.context(self.context_down(self.context_down(padded)))
         context = F.interpolate(context, size=padded.shape[-2:], mode='bilinear', align_corners=False)
         return k + context[..., :h, :w]
-
-    def run_expert(self, e, xk):
-        return self.experts[e](xk)
 
     def forward(self, x):
         x, k = self.project_in(x).chunk(2, dim=1)
         x = self.striped(x)
         indices, weights = self.router(x)
-        x = x + sparse_dispatch(torch.cat([x, self.calibrate(k)], dim=1), indices, weights, self.run_expert,
-                                len(self.experts))
-        return self.project_out(x)
+        return self.project_out(x + mix_low_rank_experts(x, self.calibrate(k), self.experts, indices, weights))
 
 
 class MEE(nn.Module):

@@ -105,9 +105,12 @@ class NoisyTopKRouter(nn.Module):
 
     W_g starts from a standard normal and W_n at zero, as in the authors' code; ``zero_init`` starts W_g at zero
     too, as in the MoE code MEASNet builds on, so that every expert starts equally likely. ``forward`` returns
-    (indices, gates, aux_loss) with aux_loss the load-balancing loss in training and 0 in eval. ``noise=False`` gates
-    on the clean logits in training too (deterministic training, e.g. to compare runs whose random streams differ);
-    the load is then the hard count of selections and W_n stays unused (it is kept, so checkpoints load either way).
+    (indices, gates, aux_loss) with aux_loss the load-balancing loss in training and 0 in eval. ``forward(x,
+    context)`` routes on cat([x, context of each row's group]) without building it (x: (B * n, F1) in groups of n
+    rows, context: (B, F2), in_features = F1 + F2): the context's share of each logit is computed once per group.
+    ``noise=False`` gates on the clean logits in training too (deterministic training, e.g. to compare runs whose
+    random streams differ); the load is then the hard count of selections and W_n stays unused (it is kept, so
+    checkpoints load either way).
     """
 
     def __init__(self, in_features, num_experts, top_k, noise_eps=0.01, noise=True, zero_init=False):
@@ -123,13 +126,20 @@ class NoisyTopKRouter(nn.Module):
             nn.init.normal_(self.w_gate.weight)
         nn.init.zeros_(self.w_noise.weight)
 
-    def forward(self, x):
-        clean_logits = self.w_gate(x)
+    @staticmethod
+    def linear(layer, x, context):
+        if context is None:
+            return layer(x)
+        rows = F.linear(x, layer.weight[:, :x.shape[1]]).unflatten(0, (context.shape[0], -1))
+        return (rows + F.linear(context, layer.weight[:, x.shape[1]:])[:, None]).flatten(0, 1)
+
+    def forward(self, x, context=None):
+        clean_logits = self.linear(self.w_gate, x, context)
         if not self.training:
             indices, gates = top_k_gating(clean_logits, self.top_k)
             return indices, gates, clean_logits.new_zeros(())
         if self.noise:
-            noise_std = F.softplus(self.w_noise(x)) + self.noise_eps
+            noise_std = F.softplus(self.linear(self.w_noise, x, context)) + self.noise_eps
             noisy_logits = clean_logits + torch.randn_like(clean_logits) * noise_std
         else:
             noisy_logits = clean_logits
@@ -202,10 +212,8 @@ class STPGMESE(nn.Module):
 
     def route(self, x, prompt):
         """(tokens (B*H*W, C), the router's (indices, gates, aux_loss)) of x (B, C, H, W)."""
-        b, c, h, w = x.shape
-        tokens = x.permute(0, 2, 3, 1).reshape(-1, c)
-        prompt = self.prompt_proj(prompt).repeat_interleave(h * w, dim=0)
-        return tokens, self.router(torch.cat([tokens, prompt], dim=1))
+        tokens = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+        return tokens, self.router(tokens, self.prompt_proj(prompt))
 
     def routing_loss(self, x, prompt):
         return self.route(x, prompt)[1][2]
