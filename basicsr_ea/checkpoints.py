@@ -21,6 +21,8 @@ from basicsr_ea.files import write_atomic
 FOREIGN_PARAM_KEYS = ('model_state_dict', )
 POPULATION_FILE = re.compile(r'net_(?P<label>g_archive|[gd])_(?P<index>\d+)_(?P<iter>latest|\d+)\.pth')
 ARCHIVE = 'g_archive'  # the label of the EA's archive members, net_g_archive_{k}_{iter}.pth
+# The file label of each kind of EA-Adam member the options name (fusion's experts_from, evaluation's members).
+MEMBER_LABELS = {'population': 'g', 'archive': ARCHIVE}
 
 
 class CheckpointError(ValueError):

@@ -12,7 +12,7 @@ import argparse
 import os
 import re
 
-from ea_vs_adam import REPO_ROOT, START_MODEL, run
+from ea_vs_adam import REPO_ROOT, ensure_start_model, run
 
 LIMITS = ('1', '2', '~')  # '~': no limit, the authors' loop
 
@@ -45,9 +45,7 @@ def main(argv=None):
     parser.add_argument('--tag', default='EAnr', help='prefix of the experiment names')
     args = parser.parse_args(argv)
     os.chdir(REPO_ROOT)
-    if not os.path.isfile(START_MODEL):
-        run('scripts/make_demo_data.py')
-        run('basicsr_ea/train.py', '-opt', 'options/train_SRResNet_demo.yml')
+    ensure_start_model()
     print('| max_replacements | EA phase at iter | distinct before -> after | population HV before -> after | '
           'archive HV before -> after |')
     print('|---|---|---|---|---|')

@@ -35,10 +35,15 @@ def run(*args):
         sys.exit(f'step failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}')
 
 
-def train_all(tag, iters):
+def ensure_start_model():
+    """The demo data and the PSNR start model both arms begin from, made once."""
     if not os.path.isfile(os.path.join(REPO_ROOT, START_MODEL)):
         run('scripts/make_demo_data.py')
         run('basicsr_ea/train.py', '-opt', 'options/train_SRResNet_demo.yml')
+
+
+def train_all(tag, iters):
+    ensure_start_model()
     ea, adam, fusion = f'{tag}_ea', f'{tag}_adam', f'{tag}_fusion'
     for name, interval in ((ea, 40), (adam, 0)):
         run('basicsr_ea/train.py', '-opt', 'options/train_EAAdam_demo.yml', '--force_yml', f'name={name}',

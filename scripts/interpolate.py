@@ -10,7 +10,8 @@ inputs are checked against ``network_g`` of the options (any train or test optio
 arch or size are an error naming the file and the tensor. --b may be an EA-Adam population folder
 (``net_g_{i}_{iter}.pth``): then its most perceptual individual is taken, the one with the best value of the last
 objective of ``train.ea.objectives`` (the perception side) on the options' EA fitness set, among those whose weights
-are not --a's (the frozen start model), and every individual's value is printed. Relative paths are read from the working directory, as BasicSR's are.
+are not --a's (the frozen start model), and every individual's value is printed. Relative paths are read from the
+working directory, as BasicSR's are.
 """
 import argparse
 import os

@@ -295,7 +295,8 @@ def test_archive_never_loses_a_non_dominated_point_below_its_size():
         f = zdt1(torch.rand(2, generator=g, dtype=torch.float64) * torch.tensor([1., .2], dtype=torch.float64))
         offered.append(f.tolist())
         archive.offer({'x': f.clone()}, f)
-        assert {tuple(p) for p in archive.F.tolist()} == brute_force_front([torch.tensor(p, dtype=torch.float64) for p in offered])
+        offered_points = [torch.tensor(p, dtype=torch.float64) for p in offered]
+        assert {tuple(p) for p in archive.F.tolist()} == brute_force_front(offered_points)
         assert all(torch.equal(s['x'], f_) for s, f_ in zip(archive.states, archive.F))  # states follow their rows
 
 

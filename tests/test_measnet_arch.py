@@ -79,9 +79,10 @@ def selected_experts(net):
 
 def test_backward_reaches_every_parameter_that_should_learn():
     """timm-style: after one backward every parameter has a finite, non-zero gradient, except the FD-MEE experts
-    their routers did not pick (a zero gradient, as in the authors' training), AFLB's ``rate_conv`` (integer band size, as in AdaIR) and the
-    authors' parameters their forward never reads (``unused``). The gates and the zero-initialised AFLB scale are
-    perturbed first so that every path carries a signal; the non-empty low band gives both AFLB bands content."""
+    their routers did not pick (a zero gradient, as in the authors' training), AFLB's ``rate_conv`` (integer band
+    size, as in AdaIR) and the authors' parameters their forward never reads (``unused``). The gates and the
+    zero-initialised AFLB scale are perturbed first so that every path carries a signal; the non-empty low band gives
+    both AFLB bands content."""
     net = narrow(aflb_low_band='nonempty')
     for name, param in net.named_parameters():
         if name.endswith(('w_gate.weight', 'aflb.alpha')):

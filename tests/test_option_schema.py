@@ -93,3 +93,10 @@ def test_a_misspelt_key_in_any_checked_mapping_is_an_error_naming_it(file, secti
     dict(mappings(target, section_path))[path][TYPO] = 1
     with pytest.raises(OptionError, match=re.escape(f'{named}.{TYPO}')):
         check(target)
+
+
+def test_an_unknown_evaluation_dataset_type_is_an_option_error():
+    opt = load_unaliased(os.path.join(REPO_ROOT, 'options', 'eval_demo.yml'))
+    opt['datasets']['demo_val'] = {'type': 'PairedImageDatset', 'dataroot_gt': 'gt', 'dataroot_lq': 'lq'}
+    with pytest.raises(OptionError, match=r"options\.datasets\.demo_val\.type: no 'PairedImageDatset'"):
+        check_evaluation(opt)

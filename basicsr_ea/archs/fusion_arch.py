@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from basicsr_ea.archs.mixing_layers import MIXING_LAYERS, AlphaMean, MixedParameter
-from basicsr_ea.checkpoints import ARCHIVE, check_fits, network_state, population_paths, read_checkpoint
+from basicsr_ea.checkpoints import MEMBER_LABELS, check_fits, network_state, population_paths, read_checkpoint
 
 DEFAULT_STATIC_PARAMS = ('relative_position_bias_table', 'absolute_pos_embed')
 
@@ -32,15 +32,15 @@ def expert_paths(experts, expert_iter='latest', experts_from='population'):
     expert k is individual k: from pure distortion (0) to pure perception (P-1). ``experts_from: archive`` takes
     the EA's archive instead (``net_g_archive_{k}_{expert_iter}.pth``, k in the order of the distortion objective,
     so again from the distortion end to the perception end)."""
-    if experts_from not in ('population', 'archive'):
-        raise ValueError(f"experts_from: must be 'population' or 'archive', got {experts_from!r}")
+    if experts_from not in MEMBER_LABELS:
+        raise ValueError(f'experts_from: must be {" or ".join(map(repr, MEMBER_LABELS))}, got {experts_from!r}')
     if isinstance(experts, (list, tuple)):
         paths = [str(path) for path in experts]
     else:
         folder = os.path.join(experts, 'models') if os.path.isdir(os.path.join(experts, 'models')) else experts
         if not os.path.isdir(folder):
             raise FileNotFoundError(f'experts: {experts} is neither a folder nor a list of checkpoint paths')
-        paths = population_paths(folder, expert_iter, ARCHIVE if experts_from == 'archive' else 'g')
+        paths = population_paths(folder, expert_iter, MEMBER_LABELS[experts_from])
     if len(paths) < 2:
         raise ValueError(f'fusion needs at least 2 experts, got {paths}')
     for path in paths:
@@ -100,7 +100,8 @@ class PopulationFusion(nn.Module):
         self.backbone = build_network(backbone)
         template = self.backbone.state_dict()
         self.backbone_keys = list(template)
-        states = [load_expert(path, template, backbone['type']) for path in expert_paths(experts, expert_iter, experts_from)]
+        states = [load_expert(path, template, backbone['type'])
+                  for path in expert_paths(experts, expert_iter, experts_from)]
         # Site names only: the sites live in the module tree, so copies and DataParallel replicas find their own.
         self.layer_names, self.param_keys = [], []
         router_opt = dict(router_channels=tuple(router_channels), router_hidden=router_hidden)

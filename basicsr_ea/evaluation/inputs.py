@@ -14,9 +14,9 @@ from basicsr.utils import scandir
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, METRIC_REGISTRY
 from PIL import Image
 
-from basicsr_ea.checkpoints import ARCHIVE, CheckpointError, build_and_load, population_paths
+from basicsr_ea.checkpoints import MEMBER_LABELS, CheckpointError, build_and_load, population_paths
 from basicsr_ea.image_formats import IMAGE_EXTENSIONS, decode_color, has_alpha
-from basicsr_ea.options import OptionError, check_buildable, check_call, parse
+from basicsr_ea.options import OptionError, check_buildable, check_call, parse, registered
 from basicsr_ea.tiling import Tile
 
 # Column titles, directions and decimals of the metrics the protocols know, by BasicSR metric type.
@@ -94,8 +94,11 @@ class EvalOptions:
         for name, dataset in self.datasets.items():
             if 'type' not in dataset:
                 parse(PairedFolders, dataset, f'datasets.{name}')
+            elif not registered(DATASET_REGISTRY, dataset['type']):
+                raise OptionError(f'datasets.{name}.type: no {dataset["type"]!r} in the dataset registry')
             elif hasattr(DATASET_REGISTRY.get(dataset['type']), 'options_type'):  # this project's datasets
-                parse(DATASET_REGISTRY.get(dataset['type']).options_type, {**dataset, 'name': name}, f'datasets.{name}')
+                parse(DATASET_REGISTRY.get(dataset['type']).options_type, {**dataset, 'name': name},
+                      f'datasets.{name}')
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ def expand_population(entry):
     """One row per ``net_g_{i}_{iter}.pth`` of a population folder, in the order of ``i`` (the preference order,
     which traces the front)."""
     iteration = str(entry.iter)
-    paths = population_paths(entry.population, iteration, ARCHIVE if entry.members == 'archive' else 'g')
+    paths = population_paths(entry.population, iteration, MEMBER_LABELS[entry.members])
     front = entry.front_label or re.sub(r'\s*#?\{i\}', '', entry.label).format(iter=iteration)
     front = front.strip(' -_:') or entry.population
     return [ModelEntry(entry.label.format(i=i, iter=iteration), entry.network, path, entry.param_key,

@@ -71,8 +71,8 @@ def moead_generation(states: Sequence[State], F: Tensor, ref_dirs: Tensor, neigh
             limit, the original MOEA/D); the neighbours are tried in a random order, so a limit favours none.
         archive: if given, offered every evaluated child (``Archive.offer``).
     A child equal to its parent (no variation drawn, or one that changed nothing) is neither evaluated nor replaces
-    anyone: a copy would only duplicate i. A child with non-finite objectives is dropped; an individual with non-finite objectives
-    is replaced by any neighbour's finite child.
+    anyone: a copy would only duplicate i. A child with non-finite objectives is dropped; an individual with
+    non-finite objectives is replaced by any neighbour's finite child.
     """
     states, F, ref_dirs = list(states), F.to(torch.float64).clone(), ref_dirs.to(torch.float64)
     ideal, nadir = ideal.to(torch.float64).clone(), nadir.to(torch.float64).clone()

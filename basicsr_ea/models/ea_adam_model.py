@@ -35,7 +35,7 @@ children), the gradient mixing and the reset of Adam's moments after each phase 
   the perceptual loss as theirs; the GT side of the fitness losses is computed once per phase; nothing assumes CUDA;
 - schedule and sizes are options: their SRResNet run (P 5, lr 1e-5, batch 16, patch 128, 10 Adam epochs then one
   EA phase of 200 generations, 250 epochs) is ``options/train_EAAdam_SRResNet_x4.yml``; the demo
-  (``options/train_EAAdam_demo.yml``: P 4, narrow nets, NIQE and GAN for perception, no VGG) is not theirs;
+  (``options/train_EAAdam_demo.yml``: P 4, narrow nets, NSSLoss and GAN for perception, no VGG) is not theirs;
 - the GAN is ESRGAN's relativistic average one by default (``relativistic_gan: false``: vanilla, as their SRResNet).
 """
 import logging
