@@ -18,12 +18,15 @@ numbers come out.
 """
 import argparse
 import os
+from typing import NamedTuple
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
+import yaml
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
@@ -79,16 +82,31 @@ def publish(text, out):
 
 
 def ensure_start_model():
-    """The demo data and the PSNR start model both arms begin from, made once."""
-    if not os.path.isfile(os.path.join(REPO_ROOT, START_MODEL)):
-        run('scripts/make_demo_data.py')
-        run('basicsr_ea/train.py', '-opt', 'options/train_SRResNet_demo.yml')
+    """The demo data and the PSNR start model both arms begin from, made once; True when made by this call."""
+    if os.path.isfile(os.path.join(REPO_ROOT, START_MODEL)):
+        return False
+    run('scripts/make_demo_data.py')
+    run('basicsr_ea/train.py', '-opt', 'options/train_SRResNet_demo.yml')
+    return True
+
+
+def fusion_options(ea, fusion, seed, folder):
+    """``options/train_Fusion_demo.yml`` for one seed, written to ``folder``: this seed's EA-Adam run as the experts
+    and the discriminator the options name taken from it. A file, not ``--force_yml``: the collapse reads
+    ``network_g`` from the options file alone."""
+    opt = load_options(FUSION_OPTIONS)
+    opt.update(name=fusion, manual_seed=seed)
+    opt['network_g']['experts'] = f'experiments/{ea}/models'
+    opt['path']['pretrain_network_d'] = f'experiments/{ea}/models/{os.path.basename(opt["path"]["pretrain_network_d"])}'
+    path = os.path.join(folder, f'{fusion}.yml')
+    with open(path, 'w', encoding='utf-8') as f:
+        yaml.safe_dump(opt, f)
+    return path
 
 
 def train_seed(tag, iters, seed):
-    """Both arms, the interpolation and the collapsed fusion of one seed; returns their experiment names and the
-    interpolation folder and collapsed checkpoint. The fusion's experts and discriminator are its options' files
-    (the last individual's discriminator), taken from this seed's EA-Adam run."""
+    """Both arms, the interpolation and the collapsed fusion of one seed; returns the arms' experiment names, the
+    interpolation folder and the collapsed checkpoint."""
     ea, adam, fusion, interp = (f'{tag}_{arm}_{iters}it_seed{seed}' for arm in ('ea', 'adam', 'fusion', 'interp'))
     seeds = (f'manual_seed={seed}', f'train:optim_g:seed={seed}')
     for name, extra in ((ea, ()), (adam, ('train:ea:interval=0', ))):
@@ -96,14 +114,13 @@ def train_seed(tag, iters, seed):
             *seeds, *extra)
     run('scripts/interpolate.py', '-opt', EA_OPTIONS, '--a', START_MODEL, '--b', f'experiments/{adam}/models',
         '--alphas', *(f'{alpha:g}' for alpha in ALPHAS), '--out', f'experiments/{interp}/net_g_alpha{{alpha}}.pth')
-    discriminator = os.path.basename(load_options(FUSION_OPTIONS)['path']['pretrain_network_d'])
-    run('basicsr_ea/train.py', '-opt', FUSION_OPTIONS, '--force_yml', f'name={fusion}', f'manual_seed={seed}',
-        f'network_g:experts=experiments/{ea}/models',
-        f'path:pretrain_network_d=experiments/{ea}/models/{discriminator}')
     collapsed = f'experiments/{fusion}/collapsed.pth'
-    run('scripts/collapse_fusion.py', '-opt', FUSION_OPTIONS, '--checkpoint',
-        f'experiments/{fusion}/models/net_g_latest.pth', '--calib', 'datasets/demo_x4/train/LR_bicubic_x4',
-        '--out', collapsed)
+    with tempfile.TemporaryDirectory() as scratch:
+        fusion_opt = fusion_options(ea, fusion, seed, scratch)
+        run('basicsr_ea/train.py', '-opt', fusion_opt)
+        run('scripts/collapse_fusion.py', '-opt', fusion_opt, '--checkpoint',
+            f'experiments/{fusion}/models/net_g_latest.pth', '--calib', 'datasets/demo_x4/train/LR_bicubic_x4',
+            '--out', collapsed)
     return ea, adam, f'experiments/{interp}', collapsed
 
 
@@ -137,9 +154,17 @@ def measures(fronts, fused):
             **{f'EA-Adam / {name}': hypervolumes['EA-Adam'] / hypervolumes[name] for name in FRONTS[1:]}}
 
 
+class SeedResult(NamedTuple):
+    """One seed's fronts ({name: [P, 2]}) and collapsed model as (-PSNR, NIQE) points, its ``measures`` and the
+    labels of the front members that dominate the collapsed model."""
+    fronts: dict
+    fused: torch.Tensor
+    measures: dict
+    dominators: list
+
+
 def measure_seed(tag, iters, seed):
-    """Train and evaluate one seed: ``(fronts, fused point, measures, dominators of the fused model)``, points as
-    (-PSNR, NIQE)."""
+    """Train and evaluate one seed."""
     ea, adam, interp, collapsed = train_seed(tag, iters, seed)
     table = evaluate(evaluation_options(f'{tag}_{iters}it_seed{seed}', ea, adam, interp, collapsed), 'results',
                      progress=False)
@@ -148,7 +173,7 @@ def measure_seed(tag, iters, seed):
                                   dtype=torch.float64) for label in table.labels}
     fronts = {name: torch.stack([points[label] for label in table.fronts[name]]) for name in FRONTS}
     members = {label: points[label] for name in FRONTS for label in table.fronts[name]}
-    return fronts, points[FUSED], measures(fronts, points[FUSED]), dominators(points[FUSED], members)
+    return SeedResult(fronts, points[FUSED], measures(fronts, points[FUSED]), dominators(points[FUSED], members))
 
 
 def held_out_images():
@@ -160,35 +185,35 @@ def held_out_images():
     return '; '.join(described)
 
 
-def report(args, results, seconds):
+def report(args, results, timing):
     """The markdown: the command and setting, per-seed measures, their mean +- sample std, and every point."""
-    names = list(results[0][2])
-    dominated = sum(bool(found) for *_, found in results)
+    names = list(results[0].measures)
+    dominated = sum(bool(result.dominators) for result in results)
     lines = [
         '# EA-Adam against Adam alone and network interpolation (demo scale)', '',
         f'`python benchmarks/ea_vs_adam.py --iters {args.iters} --seeds {" ".join(map(str, args.seeds))} '
         f'--tag {args.tag} --out {args.out}`', '',
         f'- Training: `{EA_OPTIONS}` from the PSNR start model, {args.iters} gradient steps per arm (Adam alone: '
         '`train:ea:interval=0`), `--force_yml manual_seed=N train:optim_g:seed=N`; interpolation from the start model '
-        'to the most perceptual Adam individual at alpha 0, 0.1, ..., 0.9, 1; the EA-Adam population fused '
-        f'(`{FUSION_OPTIONS}`, manual_seed N) and collapsed.',
+        'to the most perceptual Adam individual (on the EA fitness set) at alpha 0, 0.1, ..., 0.9, 1; the EA-Adam '
+        f'population fused (`{FUSION_OPTIONS}`, manual_seed N) and collapsed.',
         f'- Held-out images: {held_out_images()}. PSNR on Y with a 4 px crop, NIQE without crop.',
         '- Hypervolume: per seed, all its points (the three fronts and the collapsed model) normalised jointly to '
         '[0, 1] in (-PSNR, NIQE), reference point 1.1, higher is better; comparable within a seed only.',
-        f'- Seeds {", ".join(map(str, args.seeds))}; wall time {seconds / 60:.1f} min in all, start model included.',
+        f'- Seeds {", ".join(map(str, args.seeds))}; wall time {timing}.',
         '', '| seed | ' + ' | '.join(names) + ' | collapsed fusion PSNR / NIQE | dominated by |',
         '|---|' + '---|' * (len(names) + 2)]
-    for seed, (_, fused, values, found) in zip(args.seeds, results):
-        lines.append(f'| {seed} | ' + ' | '.join(f'{values[name]:.4f}' for name in names) +
-                     f' | {-fused[0]:.3f} / {fused[1]:.3f} | {", ".join(found) or "none"} |')
+    for seed, result in zip(args.seeds, results):
+        lines.append(f'| {seed} | ' + ' | '.join(f'{result.measures[name]:.4f}' for name in names) +
+                     f' | {-result.fused[0]:.3f} / {result.fused[1]:.3f} | {", ".join(result.dominators) or "none"} |')
     lines += ['', '| over seeds | mean +- sample std |', '|---|---|']
-    lines += [f'| {name} | {mean_std([values[name] for _, _, values, _ in results], 4)} |' for name in names]
+    lines += [f'| {name} | {mean_std([result.measures[name] for result in results], 4)} |' for name in names]
     lines += [f'| collapsed fusion dominated | {dominated} of {len(results)} seeds |', '',
-              '| seed | front | PSNR / NIQE per member (EA-Adam, Adam: #0 to #3; interpolation: alpha 0 to 1) |',
+              '| seed | front | PSNR / NIQE per member (individual #0 first; interpolation: alpha 0 to 1) |',
               '|---|---|---|']
-    for seed, (fronts, *_) in zip(args.seeds, results):
+    for seed, result in zip(args.seeds, results):
         lines += [f'| {seed} | {name} | ' + ', '.join(f'{-psnr:.3f} / {niqe:.3f}' for psnr, niqe in front.tolist())
-                  + ' |' for name, front in fronts.items()]
+                  + ' |' for name, front in result.fronts.items()]
     return '\n'.join(lines) + '\n'
 
 
@@ -196,9 +221,13 @@ def main(argv=None):
     args = parse_seed_args(seeds_parser(__doc__, 150, 'EAvsAdam', 'benchmarks/results/ea_vs_adam.md'), argv)
     os.chdir(REPO_ROOT)
     start = time.perf_counter()
-    ensure_start_model()
+    made = ensure_start_model()
+    seeds_start = time.perf_counter()
     results = [measure_seed(args.tag, args.iters, seed) for seed in args.seeds]
-    publish(report(args, results, time.perf_counter() - start), args.out)
+    timing = f'{(time.perf_counter() - seeds_start) / 60:.1f} min for the seeds, ' + (
+        f'{(seeds_start - start) / 60:.1f} min more for the demo data and start model' if made else
+        f'the start model an existing one ({START_MODEL})')
+    publish(report(args, results, timing), args.out)
 
 if __name__ == '__main__':
     main()
