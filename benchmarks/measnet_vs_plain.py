@@ -12,7 +12,6 @@ load-balancing loss, AdamW, warm-up then cosine) restricted to the 3-task settin
 which training never reads. The markdown table (mean +- sample std over seeds) is printed and written to --out,
 whichever way it comes out.
 """
-import argparse
 import copy
 import os
 import statistics
@@ -28,7 +27,7 @@ sys.path.insert(0, REPO_ROOT)
 
 from basicsr_ea.evaluation import AVERAGE, load_options, run_evaluation  # noqa: E402  (first: repairs BasicSR)
 from basicsr.archs import build_network  # noqa: E402
-from benchmarks.ea_vs_adam import run  # noqa: E402
+from benchmarks.ea_vs_adam import mean_std, parse_seed_args, publish, run, seeds_parser  # noqa: E402
 from benchmarks.measnet import parameter_count  # noqa: E402
 
 DEMO_OPTIONS = os.path.join(REPO_ROOT, 'options', 'train_MEASNet_demo.yml')
@@ -103,10 +102,6 @@ def train(opt, scratch):
     return time.perf_counter() - start
 
 
-def mean_std(values, digits):
-    return f'{statistics.mean(values):.{digits}f} +- {statistics.stdev(values):.{digits}f}'
-
-
 def report(table, args, plain, counts, seconds):
     """The markdown report: per-task mean +- sample std over seeds of each network and of the per-seed
     difference, then each seed's average."""
@@ -146,16 +141,10 @@ def report(table, args, plain, counts, seconds):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--iters', type=int, default=300, help='training steps of every run')
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2], help='manual_seed of the runs (>= 2)')
+    parser = seeds_parser(__doc__, 300, 'MEASNetVsPlain', 'benchmarks/results/measnet_vs_plain.md')
     parser.add_argument('--data', default='datasets/allinone_demo', help='demo data set root (made if missing)')
-    parser.add_argument('--tag', default='MEASNetVsPlain', help='prefix of the experiment names')
     parser.add_argument('--threads', type=int, default=1, help='CPU threads of every run')
-    parser.add_argument('--out', default='benchmarks/results/measnet_vs_plain.md', help='markdown report')
-    args = parser.parse_args(argv)
-    if len(args.seeds) < 2:
-        parser.error('--seeds: at least two, for a standard deviation')
+    args = parse_seed_args(parser, argv)
     os.chdir(REPO_ROOT)
     os.environ['OMP_NUM_THREADS'] = str(args.threads)
     torch.set_num_threads(args.threads)
@@ -179,11 +168,7 @@ def main(argv=None):
                 models.append({'label': f'{name} seed {seed}', 'network': network, 'checkpoint': checkpoint})
     table = run_evaluation({'name': args.tag, 'protocol': 'allinone', 'device': 'cpu', 'models': models,
                             'datasets': test_datasets(args.data)}, progress=False)
-    text = report(table, args, plain, counts, seconds)
-    print(text)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w', encoding='utf-8') as f:
-        f.write(text)
+    publish(report(table, args, plain, counts, seconds), args.out)
 
 
 if __name__ == '__main__':
