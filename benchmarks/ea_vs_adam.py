@@ -18,12 +18,12 @@ numbers come out.
 """
 import argparse
 import os
-from typing import NamedTuple
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from typing import NamedTuple
 
 import torch
 import yaml
