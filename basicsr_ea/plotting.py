@@ -3,8 +3,8 @@ never chooses or changes the process's backend (a user's notebook or GUI keeps i
 
 ``plot_tradeoff`` draws two-objective points (the evaluation's perception-distortion plot, the EA phases' fronts) so
 that a person can read them: a diverged model far from the others is drawn at the plot's edge and named in a note
-instead of squashing every other point into a corner (Tukey's far fences, ``clip_to_fences``), the points no other
-point dominates are ringed (``non_dominated_mask``), each method's own front is a line, and the labels are placed
+instead of squashing every other point into a corner (Tukey's far fences, ``clip_to_fences``; a point no other
+dominates is never clipped), the points no other point dominates are ringed (``non_dominated_mask``), each method's own front is a line, and the labels are placed
 where they cover neither each other nor a point (``place_labels``). The layout functions are pure, and tested so.
 """
 import io
@@ -38,17 +38,20 @@ def save_figure(fig, path, dpi=120):
     write_atomic(path, buffer.getvalue())
 
 
-def clip_to_fences(values, k=TUKEY_K, margin=0.08):
+def clip_to_fences(values, k=TUKEY_K, margin=0.08, keep=None):
     """``(positions, outside, (low, high))`` for one axis: ``outside`` marks the values beyond Tukey's fences
-    (``k`` IQR outside the quartiles), the axis spans the others (widened by ``margin`` of their range) and
-    ``positions`` are the values clamped to it, so an outlier sits on the edge. Fewer than four values, or no
-    spread between the quartiles, clip nothing: there is no robust scale to call a value far by."""
+    (``k`` IQR outside the quartiles) but not in ``keep`` (bool mask: values never clipped), the axis spans the
+    others (widened by ``margin`` of their range) and ``positions`` are the values clamped to it, so an outlier sits
+    on the edge. Fewer than four values, or no spread between the quartiles, clip nothing: there is no robust scale
+    to call a value far by."""
     values = np.asarray(values, dtype=np.float64)
     q1, q3 = np.percentile(values, [25, 75])
     iqr = q3 - q1
     outside = np.zeros(values.shape, dtype=bool)
     if len(values) >= 4 and iqr > 0:
         outside = (values < q1 - k * iqr) | (values > q3 + k * iqr)
+    if keep is not None:
+        outside &= ~np.asarray(keep, dtype=bool)
     low, high = values[~outside].min(), values[~outside].max()
     pad = margin * ((high - low) or abs(high) or 1.0)
     low, high = low - pad, high + pad
@@ -123,10 +126,12 @@ def plot_tradeoff(ax, series, senses, titles, fontsize=7):
     through outliers) and its own non-dominated points by a solid line. The outlier note is the x label's second
     line."""
     points = np.concatenate([np.asarray(s.points, dtype=np.float64).reshape(-1, 2) for s in series])
-    clipped = [clip_to_fences(points[:, axis]) for axis in (0, 1)]
+    # A non-dominated point is never clipped: the front's ends are what the plot is for, and a tight cluster (an
+    # interpolation curve, coinciding frozen individuals) would otherwise make them "far" by the IQR.
+    ringed = non_dominated_mask(points, senses)
+    clipped = [clip_to_fences(points[:, axis], keep=ringed) for axis in (0, 1)]
     shown = np.stack([clipped[0][0], clipped[1][0]], axis=1)
     outside = clipped[0][1] | clipped[1][1]
-    ringed = non_dominated_mask(points, senses)
     layout, start = TradeoffLayout(), 0
     for k, s in enumerate(series):
         color, end = f'C{k % 10}', start + len(s.tags)
@@ -152,7 +157,7 @@ def plot_tradeoff(ax, series, senses, titles, fontsize=7):
         x_name, y_name = (title.split()[0] for title in titles)
         named = ', '.join(f'{name} {tag} ({x_name} {x:.4g}, {y_name} {y:.4g})'.replace('  ', ' ')
                           for name, tag, x, y in layout.outliers)
-        note = '\n' + textwrap.fill(f'drawn at the edge (beyond {TUKEY_K:g} IQR, Tukey): {named}', 90)
+        note = '\n' + textwrap.fill(f'drawn at the edge (dominated, beyond {TUKEY_K:g} IQR, Tukey): {named}', 90)
     ax.set_xlabel(titles[0] + note)
     ax.set_ylabel(titles[1])
     ax.grid(alpha=0.3)

@@ -112,10 +112,10 @@ DISCRIMINATOR = dict(type='VGGStyleDiscriminator', num_in_ch=3, num_feat=8, inpu
 
 
 def tiny_fusion_options(name, models, d_path):
-    """The demo options on the miniature run: narrow routers and discriminator."""
+    """The demo options on the miniature run: narrow routers and discriminator, its population as the experts."""
     opt = load_options(FUSION_DEMO)
     opt['name'] = name
-    opt['network_g'].update(backbone=BACKBONE, experts=models, **ROUTER)
+    opt['network_g'].update(backbone=BACKBONE, experts=models, experts_from='population', **ROUTER)
     opt['network_d'] = dict(DISCRIMINATOR)
     opt['path']['pretrain_network_d'] = d_path
     return opt

@@ -19,6 +19,9 @@ def test_far_outliers_are_clipped_to_the_edge():
     for unclipped in ([1.0, 2.0, 3.0, 4.0, 5.0], [7.0, 7.0, 7.0, 9.0], [1.0, 100.0, 3.0]):  # no far value; IQR 0; n<4
         positions, outside, _ = clip_to_fences(unclipped)
         assert not outside.any() and positions.tolist() == unclipped
+    kept = [False] * 6 + [True]
+    positions, outside, (low, high) = clip_to_fences(values, keep=kept)  # a kept value is never clipped
+    assert not outside.any() and positions.tolist() == values and high > 235.5
 
 
 def test_non_dominated_points_by_hand():
@@ -47,11 +50,13 @@ def test_plot_reports_clipped_points_and_rings_the_front(tmp_path):
                      ['#0', '#1', '#2', '#3']),
               Series('Adam', np.array([[10.3, 28.1], [235.5, 23.0], [12.6, 27.9]]), ['#0', '#1', '#2'])]
     layout = plot_tradeoff(ax, series, [1, -1], ('NIQE (lower is better)', 'PSNR (dB)'))
-    assert [(name, tag) for name, tag, _, _ in layout.outliers] == [('EA', '#0'), ('Adam', '#1')]
+    # EA #0 is far on PSNR too, but no point dominates it (the best NIQE): an end of the front stays in the plot
+    assert [(name, tag) for name, tag, _, _ in layout.outliers] == [('Adam', '#1')]
     note = ax.get_xlabel().replace('\n', ' ')
-    assert 'drawn at the edge' in note and 'EA #0 (NIQE 9.4, PSNR 12), Adam #1 (NIQE 235.5, PSNR 23)' in note
+    assert 'drawn at the edge (dominated' in note and 'Adam #1 (NIQE 235.5, PSNR 23)' in note
     assert layout.ringed == [[True, False, False, False], [True, False, False]]  # Adam #0 dominates EA #1
     assert ax.get_xlim()[1] < 20  # the outlier does not stretch the axis
+    assert ax.get_ylim()[0] < 12.0  # the kept end is inside the axis
     assert not any(_overlaps(a, b) for a, b in itertools.combinations(layout.label_boxes, 2))
 
 
