@@ -4,8 +4,9 @@ never chooses or changes the process's backend (a user's notebook or GUI keeps i
 ``plot_tradeoff`` draws two-objective points (the evaluation's perception-distortion plot, the EA phases' fronts) so
 that a person can read them: a diverged model far from the others is drawn at the plot's edge and named in a note
 instead of squashing every other point into a corner (Tukey's far fences, ``clip_to_fences``; a point no other
-dominates is never clipped), the points no other point dominates are ringed (``non_dominated_mask``), each method's own front is a line, and the labels are placed
-where they cover neither each other nor a point (``place_labels``). The layout functions are pure, and tested so.
+dominates is never clipped), the points no other point dominates are ringed (``non_dominated_mask``), each method's
+own front is a line, and the labels are placed where they cover neither each other nor a point (``place_labels``).
+The layout functions are pure, and tested so.
 """
 import io
 import textwrap
