@@ -16,10 +16,7 @@ normalisation of all that seed's points, EA-Adam's ratios to the other two, and 
 collapsed model; then mean +- sample std over seeds. The markdown is printed and written to --out, whichever way the
 numbers come out.
 """
-import argparse
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +30,7 @@ sys.path.insert(0, REPO_ROOT)
 
 from basicsr_ea.evaluation import evaluate, load_options  # noqa: E402  (first: repairs BasicSR)
 from basicsr_ea.models.ea_report import normalized_hypervolumes  # noqa: E402
+from benchmarks.common import mean_std, parse_seed_args, publish, run, seeds_parser  # noqa: E402
 
 START_MODEL = 'experiments/SRResNet_demo_x4/models/net_g_latest.pth'
 EA_OPTIONS = 'options/train_EAAdam_demo.yml'
@@ -41,44 +39,6 @@ EVAL_OPTIONS = 'options/eval_demo.yml'
 ALPHAS = (0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1)
 FRONTS = ('EA-Adam', 'Adam alone', 'interpolation')  # the front names evaluation_options gives, EA-Adam first
 FUSED = 'collapsed fusion'
-
-
-def run(*args):
-    """Run a step quietly; on failure show the end of its log."""
-    print('$', ' '.join(args), flush=True)
-    proc = subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f'step failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}')
-
-
-def mean_std(values, digits):
-    return f'{statistics.mean(values):.{digits}f} +- {statistics.stdev(values):.{digits}f}'
-
-
-def seeds_parser(doc, iters, tag, out):
-    """The arguments of a benchmark over seeds (read them with ``parse_seed_args``); its description is the first
-    paragraph of ``doc``."""
-    parser = argparse.ArgumentParser(description=doc.split('\n\n')[0])
-    parser.add_argument('--iters', type=int, default=iters, help='gradient steps of every run')
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2], help='seeds of the runs (>= 2)')
-    parser.add_argument('--tag', default=tag, help='prefix of the experiment names')
-    parser.add_argument('--out', default=out, help='markdown report')
-    return parser
-
-
-def parse_seed_args(parser, argv):
-    args = parser.parse_args(argv)
-    if len(args.seeds) < 2:
-        parser.error('--seeds: at least two, for a standard deviation')
-    return args
-
-
-def publish(text, out):
-    """Print the markdown report and write it to ``out``."""
-    print(text)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, 'w', encoding='utf-8') as f:
-        f.write(text)
 
 
 def ensure_start_model():

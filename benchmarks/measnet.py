@@ -144,7 +144,7 @@ def authors_rows(args):
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
-        for batch in (1, args.train_batch):
+        for batch in sorted({1, args.train_batch}):
             for module in nets[1].modules():
                 if isinstance(module, torch.nn.BatchNorm2d):
                     module.train(batch > 1)

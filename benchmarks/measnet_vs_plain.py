@@ -27,7 +27,7 @@ sys.path.insert(0, REPO_ROOT)
 
 from basicsr_ea.evaluation import AVERAGE, load_options, run_evaluation  # noqa: E402  (first: repairs BasicSR)
 from basicsr.archs import build_network  # noqa: E402
-from benchmarks.ea_vs_adam import mean_std, parse_seed_args, publish, run, seeds_parser  # noqa: E402
+from benchmarks.common import mean_std, parse_seed_args, publish, run, seeds_parser  # noqa: E402
 from benchmarks.measnet import parameter_count  # noqa: E402
 
 DEMO_OPTIONS = os.path.join(REPO_ROOT, 'options', 'train_MEASNet_demo.yml')
