@@ -12,7 +12,8 @@ import argparse
 import os
 import re
 
-from ea_vs_adam import REPO_ROOT, ensure_start_model, run
+from common import REPO_ROOT, run
+from ea_vs_adam import ensure_start_model
 
 LIMITS = ('1', '2', '~')  # '~': no limit, the authors' loop
 

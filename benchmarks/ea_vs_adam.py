@@ -7,14 +7,14 @@ Adam alone and than network interpolation?
 Per seed N, from the same PSNR start model and as ``scripts/run_demo.sh`` runs them, each with ``--force_yml
 manual_seed=N train:optim_g:seed=N`` (data order, discriminator init, EA draws): (a) the EA-Adam population of
 ``options/train_EAAdam_demo.yml``, (b) the same options with ``train.ea.interval 0`` (Adam alone: P fixed-preference
-runs), both ``--iters`` gradient steps; (c) network interpolation from the start model to (b)'s most perceptual
-individual (``scripts/interpolate.py``, alphas 0.1 to 0.9, and 0 and 1, which are its two ends bit for bit, so the
-curve is a front from end to end); (d) (a) fused with ``options/train_Fusion_demo.yml`` (seed N) and collapsed into one
-plain network. Everything is evaluated on held-out images (the demo validation set, used by neither training nor the
-EA's fitness set) with PSNR (distortion) and NIQE (perception). Per seed: the three fronts' hypervolumes after a joint
-normalisation of all that seed's points, EA-Adam's ratios to the other two, and which front members dominate the
-collapsed model; then mean +- sample std over seeds. The markdown is printed and written to --out, whichever way the
-numbers come out.
+runs), both ``--iters`` gradient steps; (c) network interpolation from the start model to (b)'s individual trained
+for perception alone (#P-1, as ESRGAN interpolates towards its GAN model; ``scripts/interpolate.py``, alphas 0.1 to
+0.9, and 0 and 1, which are its two ends bit for bit, so the curve is a front from end to end); (d) (a) fused with
+``options/train_Fusion_demo.yml`` (seed N) and collapsed into one plain network. Everything is evaluated on held-out
+images (the demo validation set, used by neither training nor the EA's fitness set) with PSNR (distortion) and NIQE
+(perception). Per seed: the three fronts' hypervolumes after a joint normalisation of all that seed's points,
+EA-Adam's ratios to the other two, and which front members dominate the collapsed model; then mean +- sample std
+over seeds. The markdown is printed and written to --out, whichever way the numbers come out.
 """
 import os
 import sys
@@ -72,7 +72,9 @@ def train_seed(tag, iters, seed):
     for name, extra in ((ea, ()), (adam, ('train:ea:interval=0', ))):
         run('basicsr_ea/train.py', '-opt', EA_OPTIONS, '--force_yml', f'name={name}', f'train:total_iter={iters}',
             *seeds, *extra)
-    run('scripts/interpolate.py', '-opt', EA_OPTIONS, '--a', START_MODEL, '--b', f'experiments/{adam}/models',
+    last = load_options(EA_OPTIONS)['train']['population_size'] - 1
+    perception_end = f'experiments/{adam}/models/net_g_{last}_latest.pth'
+    run('scripts/interpolate.py', '-opt', EA_OPTIONS, '--a', START_MODEL, '--b', perception_end,
         '--alphas', *(f'{alpha:g}' for alpha in ALPHAS), '--out', f'experiments/{interp}/net_g_alpha{{alpha}}.pth')
     collapsed = f'experiments/{fusion}/collapsed.pth'
     with tempfile.TemporaryDirectory() as scratch:
@@ -155,8 +157,8 @@ def report(args, results, timing):
         f'--tag {args.tag} --out {args.out}`', '',
         f'- Training: `{EA_OPTIONS}` from the PSNR start model, {args.iters} gradient steps per arm (Adam alone: '
         '`train:ea:interval=0`), `--force_yml manual_seed=N train:optim_g:seed=N`; interpolation from the start model '
-        'to the most perceptual Adam individual (on the EA fitness set) at alpha 0, 0.1, ..., 0.9, 1; the EA-Adam '
-        f'population fused (`{FUSION_OPTIONS}`, manual_seed N) and collapsed.',
+        'to Adam alone\'s individual #P-1 (preference (0, 1): perception alone) at alpha 0, 0.1, ..., 0.9, 1; the '
+        f'EA-Adam population fused (`{FUSION_OPTIONS}`, manual_seed N) and collapsed.',
         f'- Held-out images: {held_out_images()}. PSNR on Y with a 4 px crop, NIQE without crop.',
         '- Hypervolume: per seed, all its points (the three fronts and the collapsed model) normalised jointly to '
         '[0, 1] in (-PSNR, NIQE), reference point 1.1, higher is better; comparable within a seed only.',

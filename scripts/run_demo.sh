@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the demo data, end to end: data, the PSNR-oriented start model, EA-Adam population training, the
-# fixed-preference Adam baseline, network interpolation between the start model and the baseline's most perceptual
-# individual, fusion of the population, its collapse into one plain network, and the evaluation table with its
+# fixed-preference Adam baseline, network interpolation between the start model and the baseline's pure-perception
+# individual (#3), fusion of the population, its collapse into one plain network, and the evaluation table with its
 # perception-distortion plot.
 # Usage: scripts/run_demo.sh [python]   (default: .venv/bin/python)
 set -euo pipefail
@@ -31,10 +31,11 @@ step 'EA-Adam population training'
 step 'Baseline: the same population trained by Adam alone (train.ea.interval 0)'
 "$PYTHON" basicsr_ea/train.py -opt options/train_EAAdam_demo.yml \
     --force_yml name=AdamBaseline_demo_x4 train:ea:interval=0
-step 'Baseline: network interpolation from the start model to the most perceptual Adam individual' \
-    '(best on the EA perception objective, measured on the EA fitness set)'
+step 'Baseline: network interpolation from the start model to the Adam individual trained for perception alone' \
+    '(#3, preference (0, 1)), as ESRGAN interpolates towards its GAN model'
 "$PYTHON" scripts/interpolate.py -opt options/train_EAAdam_demo.yml \
-    --a experiments/SRResNet_demo_x4/models/net_g_latest.pth --b experiments/AdamBaseline_demo_x4/models \
+    --a experiments/SRResNet_demo_x4/models/net_g_latest.pth \
+    --b experiments/AdamBaseline_demo_x4/models/net_g_3_latest.pth \
     --alphas 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 --out 'experiments/Interpolation_demo_x4/net_g_alpha{alpha}.pth'
 step 'Fusion of the EA-Adam population'
 "$PYTHON" basicsr_ea/train.py -opt options/train_Fusion_demo.yml
