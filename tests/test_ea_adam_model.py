@@ -86,6 +86,29 @@ def test_fitness_ground_truth_side_is_prepared_once_per_phase(ea_opt, monkeypatc
     assert len(calls) == n_batches
 
 
+def test_ea_phase_decides_alike_in_either_memory_layout(ea_opt, monkeypatch):
+    from basicsr_ea.models import fitness
+    layouts, results = [], {}
+    original = fitness.FitnessEvaluator.__init__
+
+    def recording_init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        layouts.append(self.lq.is_contiguous(memory_format=torch.channels_last))
+    monkeypatch.setattr(fitness.FitnessEvaluator, '__init__', recording_init)
+    for channels_last in (True, False):
+        ea_opt['train']['ea']['channels_last'] = channels_last
+        torch.manual_seed(0)
+        model = build_model(ea_opt)
+        model.feed_data(batch())
+        model.optimize_parameters(current_iter=4)
+        results[channels_last] = model.last_ea_report, snapshot(model)
+    assert layouts == [True, False]
+    (report, weights), (report_nchw, weights_nchw) = results[True], results[False]
+    assert report['replacements'] == report_nchw['replacements']
+    torch.testing.assert_close(report['objectives'], report_nchw['objectives'], rtol=1e-6, atol=0)
+    assert all(torch.equal(a, b) for net, net_nchw in zip(weights, weights_nchw) for a, b in zip(net, net_nchw))
+
+
 def test_non_finite_loss_skips_only_that_individual(ea_opt, caplog, monkeypatch):
     from basicsr.utils import get_root_logger
     model = build_model(ea_opt)
@@ -118,6 +141,7 @@ def test_non_finite_loss_skips_only_that_individual(ea_opt, caplog, monkeypatch)
     (lambda o: o['train']['ea'].update(max_replacements=0), ValueError, 'train.ea.max_replacements: must be pos'),
     (lambda o: o['train']['ea'].update(archive_size=1.5), ValueError, 'train.ea.archive_size: expected int'),
     (lambda o: o['train']['ea'].update(archive_size=1), ValueError, 'train.ea.archive_size: must be 0'),
+    (lambda o: o['train']['ea'].update(channels_last='yes'), ValueError, 'train.ea.channels_last: expected bool'),
     (lambda o: o['train'].update(optim_g={'type': 'Adam', 'lr': 1e-4}), ValueError, 'optim_g.type: must be .*EAAdam'),
 ])
 def test_bad_options_are_clear_errors(ea_opt, change, error, message):

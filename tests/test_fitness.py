@@ -59,3 +59,48 @@ def test_corrupt_fitness_image_names_the_pair(tmp_path):
         (tmp_path / folder / 'a.png').write_bytes(b'not a png')
     with pytest.raises(ValueError, match=r'EA fitness pair .*a\.png.*not an image'):
         load_fitness_patches(FitnessOptions(str(tmp_path / 'gt'), str(tmp_path / 'lq')), scale=4)
+
+
+class ViewingNet(torch.nn.Module):
+    """A generator that ``view``s its feature map, as some archs do: it cannot take channels-last input."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y.view(y.shape[0], -1).view_as(y)
+
+
+def test_channels_last_evaluation_equals_nchw_for_every_objective(perceptual_loss):
+    from basicsr.archs.srresnet_arch import MSRResNet
+
+    from basicsr_ea.losses.nss_loss import NSSLoss
+    from basicsr_ea.models.fitness import FitnessEvaluator
+    torch.manual_seed(0)
+    net = MSRResNet(num_feat=16, num_block=2, upscale=4)
+    g = torch.Generator().manual_seed(1)
+    lq, gt = torch.rand(3, 3, 48, 48, generator=g), torch.rand(3, 3, 192, 192, generator=g)
+    objectives = [L1Objective(), PerceptualObjective(perceptual_loss), PerceptualObjective(NSSLoss())]
+    objectives += [build_objective({'type': name}, None, 'x') for name in ('psnr', 'ssim', 'niqe')]
+    genome = [p.detach().clone() for p in net.parameters()]
+    nchw = FitnessEvaluator(objectives, lq, gt, net, 2, channels_last=False)(genome)
+    channels_last = FitnessEvaluator(objectives, lq, gt, net, 2, channels_last=True)
+    assert channels_last.lq.is_contiguous(memory_format=torch.channels_last)
+    values = channels_last(genome)
+    assert values.shape == (6,) and values.isfinite().all()
+    torch.testing.assert_close(values, nchw, rtol=1e-6, atol=0)
+
+
+def test_channels_last_evaluation_of_a_viewing_arch_names_the_option():
+    from basicsr_ea.models.fitness import FitnessEvaluator
+    torch.manual_seed(0)
+    net = ViewingNet()
+    lq = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    genome = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(RuntimeError, match='ViewingNet cannot take channels-last input.*train.ea.channels_last: false'):
+        FitnessEvaluator([L1Objective()], lq, lq, net, 2)(genome)
+    expected = (net(lq) - lq).abs().mean().double()
+    torch.testing.assert_close(FitnessEvaluator([L1Objective()], lq, lq, net, 2, channels_last=False)(genome)[0],
+                               expected)

@@ -46,7 +46,8 @@ class EAOptions:
     ``generations`` MOEA/D generations, children evaluated ``batch_size`` patches at a time. One child replaces at
     most ``max_replacements`` neighbours (None: any number, as the authors' loop; 1 kept the demo's population
     distinct, ``benchmarks/ea_replacement_limit.py``); an archive of up to ``archive_size`` non-dominated
-    individuals (0: none) keeps every front point the population loses."""
+    individuals (0: none) keeps every front point the population loses. ``channels_last``: children evaluated in that
+    memory layout (faster; off for an arch that cannot take it)."""
     interval: int
     objectives: list[dict]
     fitness: FitnessOptions
@@ -54,6 +55,7 @@ class EAOptions:
     batch_size: int = 16
     max_replacements: int | None = 1
     archive_size: int = 10
+    channels_last: bool = True
 
     def __post_init__(self):
         if self.interval < 0:
