@@ -93,7 +93,8 @@ def interleaved(variants, repeats):
 
 def authors_losses(net, lq, gt, perceptual_loss):
     """A network's fitness as the authors' loop computes it: one forward per fitness image (here one patch each)
-    with autograd recording (their loop has no ``no_grad``), BasicSR's perceptual loss on SR and GT, ``.item()``; the mean over the images."""
+    with autograd recording (their loop has no ``no_grad``), BasicSR's perceptual loss on SR and GT, ``.item()``;
+    the mean over the images."""
     losses = []
     for lq_image, gt_image in zip(lq.split(1), gt.split(1)):
         sr = net(lq_image)
