@@ -2,7 +2,7 @@
 Adam alone and than network interpolation?
 
     python benchmarks/ea_vs_adam.py [--iters 150] [--seeds 0 1 2] [--tag EAvsAdam] \
-        [--out benchmarks/results/ea_vs_adam.md]
+        [--out benchmarks/results/ea_vs_adam.md] [--evaluate-only]
 
 Per seed N, from the same PSNR start model and as ``scripts/run_demo.sh`` runs them, each with ``--force_yml
 manual_seed=N train:optim_g:seed=N`` (data order, discriminator init, EA draws): (a) the EA-Adam population of
@@ -14,7 +14,8 @@ for perception alone (#P-1, as ESRGAN interpolates towards its GAN model; ``scri
 images (the demo validation set, used by neither training nor the EA's fitness set) with PSNR (distortion) and NIQE
 (perception). Per seed: the three fronts' hypervolumes after a joint normalisation of all that seed's points,
 EA-Adam's ratios to the other two, and which front members dominate the collapsed model; then mean +- sample std
-over seeds. The markdown is printed and written to --out, whichever way the numbers come out.
+over seeds. The markdown is printed and written to --out, whichever way the numbers come out. ``--evaluate-only``
+evaluates the checkpoints an earlier run of the same tag, iters and seeds left, after a change to the evaluation.
 """
 import os
 import sys
@@ -64,10 +65,25 @@ def fusion_options(ea, fusion, seed, folder):
     return path
 
 
+def seed_runs(tag, iters, seed):
+    """The experiment names of one seed's EA-Adam, Adam-alone, fusion and interpolation runs."""
+    return tuple(f'{tag}_{arm}_{iters}it_seed{seed}' for arm in ('ea', 'adam', 'fusion', 'interp'))
+
+
+def trained_seed(tag, iters, seed):
+    """What ``train_seed`` returns, from an earlier run's folders."""
+    ea, adam, fusion, interp = seed_runs(tag, iters, seed)
+    collapsed = f'experiments/{fusion}/collapsed.pth'
+    for path in (f'experiments/{ea}/models', f'experiments/{adam}/models', f'experiments/{interp}', collapsed):
+        if not os.path.exists(path):
+            sys.exit(f'--evaluate-only: {path} is missing; run without --evaluate-only first')
+    return ea, adam, f'experiments/{interp}', collapsed
+
+
 def train_seed(tag, iters, seed):
     """Both arms, the interpolation and the collapsed fusion of one seed; returns the arms' experiment names, the
     interpolation folder and the collapsed checkpoint."""
-    ea, adam, fusion, interp = (f'{tag}_{arm}_{iters}it_seed{seed}' for arm in ('ea', 'adam', 'fusion', 'interp'))
+    ea, adam, fusion, interp = seed_runs(tag, iters, seed)
     seeds = (f'manual_seed={seed}', f'train:optim_g:seed={seed}')
     for name, extra in ((ea, ()), (adam, ('train:ea:interval=0', ))):
         run('basicsr_ea/train.py', '-opt', EA_OPTIONS, '--force_yml', f'name={name}', f'train:total_iter={iters}',
@@ -125,9 +141,9 @@ class SeedResult(NamedTuple):
     dominators: list
 
 
-def measure_seed(tag, iters, seed):
-    """Train and evaluate one seed."""
-    ea, adam, interp, collapsed = train_seed(tag, iters, seed)
+def measure_seed(tag, iters, seed, evaluate_only=False):
+    """Train (unless ``evaluate_only``) and evaluate one seed."""
+    ea, adam, interp, collapsed = (trained_seed if evaluate_only else train_seed)(tag, iters, seed)
     table = evaluate(evaluation_options(f'{tag}_{iters}it_seed{seed}', ea, adam, interp, collapsed), 'results',
                      progress=False)
     dataset = next(iter(table.columns))[0]
@@ -154,7 +170,7 @@ def report(args, results, timing):
     lines = [
         '# EA-Adam against Adam alone and network interpolation (demo scale)', '',
         f'`python benchmarks/ea_vs_adam.py --iters {args.iters} --seeds {" ".join(map(str, args.seeds))} '
-        f'--tag {args.tag} --out {args.out}`', '',
+        f'--tag {args.tag} --out {args.out}' + (' --evaluate-only' if args.evaluate_only else '') + '`', '',
         f'- Training: `{EA_OPTIONS}` from the PSNR start model, {args.iters} gradient steps per arm (Adam alone: '
         '`train:ea:interval=0`), `--force_yml manual_seed=N train:optim_g:seed=N`; interpolation from the start model '
         'to Adam alone\'s individual #P-1 (preference (0, 1): perception alone) at alpha 0, 0.1, ..., 0.9, 1; the '
@@ -180,13 +196,16 @@ def report(args, results, timing):
 
 
 def main(argv=None):
-    args = parse_seed_args(seeds_parser(__doc__, 150, 'EAvsAdam', 'benchmarks/results/ea_vs_adam.md'), argv)
+    parser = seeds_parser(__doc__, 150, 'EAvsAdam', 'benchmarks/results/ea_vs_adam.md')
+    parser.add_argument('--evaluate-only', action='store_true', help="evaluate an earlier run's checkpoints")
+    args = parse_seed_args(parser, argv)
     os.chdir(REPO_ROOT)
     start = time.perf_counter()
     made = ensure_start_model()
     seeds_start = time.perf_counter()
-    results = [measure_seed(args.tag, args.iters, seed) for seed in args.seeds]
-    timing = f'{(time.perf_counter() - seeds_start) / 60:.1f} min for the seeds, ' + (
+    results = [measure_seed(args.tag, args.iters, seed, args.evaluate_only) for seed in args.seeds]
+    what = 'evaluating the seeds (trained by an earlier run)' if args.evaluate_only else 'the seeds'
+    timing = f'{(time.perf_counter() - seeds_start) / 60:.1f} min for {what}, ' + (
         f'{(seeds_start - start) / 60:.1f} min more for the demo data and start model' if made else
         f'the start model an existing one ({START_MODEL})')
     publish(report(args, results, timing), args.out)

@@ -36,7 +36,7 @@ def test_lmdb_reads_back_identical_images(demo_data, split, folder):
 def test_lr_is_matlab_bicubic_of_hr(demo_data):
     hr = cv2.imread(os.path.join(demo_data, 'val', 'HR', 'astronaut.png'))[..., ::-1]
     lr = cv2.imread(os.path.join(demo_data, 'val', 'LR_bicubic_x4', 'astronaut.png'))[..., ::-1]
-    assert hr.shape == (192, 192, 3) and lr.shape == (48, 48, 3)
+    assert hr.shape == (384, 384, 3) and lr.shape == (96, 96, 3)
     assert np.array_equal(lr, make_demo_data.bicubic_lr(hr))
 
 
