@@ -43,8 +43,8 @@ def clip_to_fences(values, k=TUKEY_K, margin=0.08, keep=None):
     """``(positions, outside, (low, high))`` for one axis: ``outside`` marks the values beyond Tukey's fences
     (``k`` IQR outside the quartiles) but not in ``keep`` (bool mask: values never clipped), the axis spans the
     others (widened by ``margin`` of their range) and ``positions`` are the values clamped to it, so an outlier sits
-    on the edge. Fewer than four values, or no spread between the quartiles, clip nothing: there is no robust scale
-    to call a value far by."""
+    on the edge; a far value inside that span is not outside. Fewer than four values, or no spread between the
+    quartiles, clip nothing: there is no robust scale to call a value far by."""
     values = np.asarray(values, dtype=np.float64)
     q1, q3 = np.percentile(values, [25, 75])
     iqr = q3 - q1
@@ -56,6 +56,7 @@ def clip_to_fences(values, k=TUKEY_K, margin=0.08, keep=None):
     low, high = values[~outside].min(), values[~outside].max()
     pad = margin * ((high - low) or abs(high) or 1.0)
     low, high = low - pad, high + pad
+    outside &= (values < low) | (values > high)  # a far value the kept ones span anyway is drawn where it lies
     return np.clip(values, low, high), outside, (low, high)
 
 

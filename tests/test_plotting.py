@@ -22,6 +22,10 @@ def test_far_outliers_are_clipped_to_the_edge():
     kept = [False] * 6 + [True]
     positions, outside, (low, high) = clip_to_fences(values, keep=kept)  # a kept value is never clipped
     assert not outside.any() and positions.tolist() == values and high > 235.5
+    spanned = [9.4, 10.3, 10.9, 11.1, 12.2, 12.6, 13.0, 30.0, 40.0]  # 30 and 40 far; the kept 40 spans 30
+    positions, outside, _ = clip_to_fences(spanned, keep=[False] * 8 + [True])
+    assert not outside.any() and positions.tolist() == spanned
+    assert clip_to_fences(spanned)[1].tolist() == [False] * 7 + [True, True]
 
 
 def test_non_dominated_points_by_hand():
