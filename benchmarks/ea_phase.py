@@ -103,7 +103,8 @@ def authors_losses(net, lq, gt, perceptual_loss):
 
 
 def authors_sbx(parent, mate, generator):
-    """``gen_cross``: both SBX offspring (eta 20, one spread a tensor) built in deep copies; the first is the child."""
+    """``gen_cross``: both SBX offspring (eta 20, one spread a tensor) built in deep copies, the mate's state dict
+    taken anew for every key as theirs is; the first offspring is the child."""
     child, sibling = copy.deepcopy(parent), copy.deepcopy(parent)
     first, second = {}, {}
     for name, p1 in parent.state_dict().items():

@@ -71,12 +71,12 @@ def seed_runs(tag, iters, seed):
 
 
 def trained_seed(tag, iters, seed):
-    """What ``train_seed`` returns, from an earlier run's folders."""
+    """What ``train_seed`` returns, from the folders a run left; exits if one is missing."""
     ea, adam, fusion, interp = seed_runs(tag, iters, seed)
     collapsed = f'experiments/{fusion}/collapsed.pth'
     for path in (f'experiments/{ea}/models', f'experiments/{adam}/models', f'experiments/{interp}', collapsed):
         if not os.path.exists(path):
-            sys.exit(f'--evaluate-only: {path} is missing; run without --evaluate-only first')
+            sys.exit(f'seed {seed}: {path} is missing; a run without --evaluate-only trains it')
     return ea, adam, f'experiments/{interp}', collapsed
 
 
@@ -99,7 +99,7 @@ def train_seed(tag, iters, seed):
         run('scripts/collapse_fusion.py', '-opt', fusion_opt, '--checkpoint',
             f'experiments/{fusion}/models/net_g_latest.pth', '--calib', 'datasets/demo_x4/train/LR_bicubic_x4',
             '--out', collapsed)
-    return ea, adam, f'experiments/{interp}', collapsed
+    return trained_seed(tag, iters, seed)
 
 
 def evaluation_options(name, ea, adam, interp, collapsed):
@@ -201,7 +201,7 @@ def main(argv=None):
     args = parse_seed_args(parser, argv)
     os.chdir(REPO_ROOT)
     start = time.perf_counter()
-    made = ensure_start_model()
+    made = not args.evaluate_only and ensure_start_model()
     seeds_start = time.perf_counter()
     results = [measure_seed(args.tag, args.iters, seed, args.evaluate_only) for seed in args.seeds]
     what = 'evaluating the seeds (trained by an earlier run)' if args.evaluate_only else 'the seeds'
