@@ -3,10 +3,11 @@
     python benchmarks/ea_phase.py [--repeats 2] [--patches 5] [--generations 1] [--batch 1] [--num-block 16]
                                   [--threads 1]
 
-(a) EA phase: ``FitnessEvaluator`` (GT side prepared once per phase, channels-last patches; and with NCHW patches),
-    our loop with every child's losses recomputed in full (GT VGG features included) on NCHW patches, and the
-    authors' loop re-enacted (``authors_ea_phase``); the first three from the same seed, decisions asserted
-    identical, and the authors' objectives asserted equal to ours.
+(a) EA phase: ``FitnessEvaluator`` (GT side prepared once per phase, channels-last patches, wide 3x3 convolutions on
+    NNPACK; and without NNPACK; and with NCHW patches too), our loop with every child's losses recomputed in full
+    (GT VGG features included) on NCHW patches without NNPACK, and the authors' loop re-enacted
+    (``authors_ea_phase``); the first four from the same seed, decisions asserted identical, and the authors'
+    objectives asserted equal to ours.
 (b) Adam phase: one population step of ``EAAdamModel`` (P individuals) against P steps of BasicSR's ``ESRGANModel``
     with the same generator, discriminator and losses, on the same batch.
 (c) One individual's two per-objective gradients: two backward passes (as ``EAAdamModel``) against alternatives.
@@ -33,13 +34,14 @@ from basicsr.models import build_model
 from basicsr_ea.compat import perceptual_weights
 from basicsr_ea.evolution.decomposition import tchebycheff
 from basicsr_ea.models.fitness import FitnessEvaluator, PerceptualObjective
+from basicsr_ea.models.nnpack_conv import NNPACKConvolutions
 from basicsr_ea.optim import build_optimizer
 from basicsr_ea.testing import write_random_vgg19
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_OPTIONS = os.path.join(REPO_ROOT, 'options', 'train_EAAdam_x4.yml')
 NAIVE_EA = 'GT side recomputed for every child (our loop)'
-FAST_EA = 'GT side prepared once, channels-last (default)'
+FAST_EA = 'GT side prepared once, channels-last, NNPACK (default)'
 AUTHORS_EA = "the authors' loop, re-enacted (all of it)"
 
 
@@ -164,11 +166,11 @@ def bench_ea_phase(model, generations, repeats):
     same decisions on objectives equal to float rounding) and of the authors' (same initial objectives)."""
     lq, gt, batch_size = model.fitness_lq, model.fitness_gt, model.ea_opt.batch_size
 
-    def prepared_once(channels_last=True):
-        return FitnessEvaluator(model.objectives, lq, gt, model.scratch_net, batch_size, channels_last)
+    def prepared_once(channels_last=True, nnpack=True):
+        return FitnessEvaluator(model.objectives, lq, gt, model.scratch_net, batch_size, channels_last, nnpack)
 
     def recomputed_per_child():
-        return lambda genome: prepared_once(channels_last=False)(genome)
+        return lambda genome: prepared_once(channels_last=False, nnpack=False)(genome)
 
     def ea_phase(make_evaluator):
         """One EA phase on a copy of the population, from the same seed: (report, evolved weights)."""
@@ -178,7 +180,10 @@ def bench_ea_phase(model, generations, repeats):
         return report, [p.detach() for p in nets.parameters()]
 
     times, results = interleaved({FAST_EA: lambda: ea_phase(prepared_once),
-                                  'GT side prepared once, NCHW patches': lambda: ea_phase(lambda: prepared_once(False)),
+                                  'GT side prepared once, channels-last': lambda: ea_phase(
+                                      lambda: prepared_once(nnpack=False)),
+                                  'GT side prepared once, NCHW patches': lambda: ea_phase(
+                                      lambda: prepared_once(False, nnpack=False)),
                                   NAIVE_EA: lambda: ea_phase(recomputed_per_child),
                                   AUTHORS_EA: lambda: authors_ea_phase(model, generations)}, repeats)
     (fast, fast_weights), *others, authors_before = results.values()
@@ -193,19 +198,23 @@ def bench_ea_phase(model, generations, repeats):
 
 def bench_cost_split(model, repeats):
     """(a'): seconds of one evaluation's two parts on the fitness set, the generator's forward (G) and the perceptual
-    network's forward on its output (V), on NCHW and on channels-last patches. The authors' loop costs G + 2V a
-    child (V on the GT too), one that prepares the GT side once G + V: (G + 2V) / (G + V) is the most that caching
-    can give."""
+    network's forward on its output (V): on NCHW patches, on channels-last patches, and on channels-last patches with
+    NNPACK convolutions. The authors' loop costs G + 2V a child (V on the GT too), one that prepares the GT side once
+    G + V: (G + 2V) / (G + V) is the most that caching can give at one numeric path."""
     perceptual = next(o for o in model.objectives if isinstance(o, PerceptualObjective))
     net, parts = model.net_g[0].eval(), {}
+    paths = {'NCHW': (torch.contiguous_format, contextlib.nullcontext),
+             'channels-last': (torch.channels_last, contextlib.nullcontext),
+             'channels-last + NNPACK': (torch.channels_last, NNPACKConvolutions)}
     with torch.no_grad():
-        for layout in (torch.contiguous_format, torch.channels_last):
-            lq = model.fitness_lq.contiguous(memory_format=layout)
-            sr = net(lq)
-            times = interleaved({'G': lambda: net(lq), 'V': lambda: perceptual.extract(sr)}, repeats)[0]
-            parts[layout] = {name: min(seconds) for name, seconds in times.items()}
+        for name, (layout, convolutions) in paths.items():
+            with convolutions():
+                lq = model.fitness_lq.contiguous(memory_format=layout)
+                sr = net(lq)
+                times = interleaved({'G': lambda: net(lq), 'V': lambda: perceptual.extract(sr)}, repeats)[0]
+            parts[name] = {part: min(seconds) for part, seconds in times.items()}
     net.train()
-    return parts[torch.contiguous_format], parts[torch.channels_last]
+    return parts
 
 
 def bench_adam_step(model, esrgan, repeats):
@@ -275,11 +284,13 @@ def table(title, times, baseline, errors=None):
     """Fastest and median seconds of each row; speed-up = the baseline's fastest / the row's fastest, the fastest
     run being the one least disturbed by other jobs."""
     base = min(times[baseline])
-    header = f'| {"variant":<50} | fastest s | median s | speed-up |' + (' max rel. grad diff |' if errors else '')
+    width = max(len(name) for name in times)
+    header = f'| {"variant":<{width}} | fastest s | median s | speed-up |' + (' max rel. grad diff |' if errors else '')
     lines = [f'\n{title}', f'speed-up = fastest seconds of "{baseline}" / fastest seconds of the row', header,
              '|' + '|'.join('-' * len(cell) for cell in header.split('|')[1:-1]) + '|']
     for name, seconds in times.items():
-        row = f'| {name:<50} | {min(seconds):9.2f} | {statistics.median(seconds):8.2f} | {base / min(seconds):7.2f}x |'
+        fastest = min(seconds)
+        row = f'| {name:<{width}} | {fastest:9.2f} | {statistics.median(seconds):8.2f} | {base / fastest:7.2f}x |'
         lines.append(row + (f' {errors[name]:18.1e} |' if errors else ''))
     return '\n'.join(lines)
 
@@ -328,15 +339,17 @@ def main(argv=None):
                 '(replacements, weights) on objectives, ideal and nadir equal to 1e-6 relative, and the authors\' '
                 'loop\'s objectives of the population equal to ours to 1e-6: checked', times, AUTHORS_EA))
 
-    nchw, channels_last = bench_cost_split(model, args.grad_repeats)
-    g, v = nchw['G'], nchw['V']
+    parts = bench_cost_split(model, args.grad_repeats)
+    g, v = parts['NCHW']['G'], parts['NCHW']['V']
     variation = model.optimizer_g.variation
     unvaried = (1 - variation['prob_crossover']) * (1 - variation['prob_mutation'])
-    print(f"(a') one evaluation of the {args.patches} patches: generator G {g:.2f} s, perceptual network on its output "
-          f"V {v:.2f} s (channels-last: G {channels_last['G']:.2f} s, V {channels_last['V']:.2f} s); bound on (a)'s "
-          f"speed-up from caching the GT side alone, (G + 2V) / (G + V) = {(g + 2 * v) / (g + v):.2f}x. Every loop "
-          f"but the authors' skips children equal to their parent (the authors' evaluates them: {unvaried:.0%} of "
-          "children at these probabilities).")
+    split = ', '.join(f"{name}: G {part['G']:.2f} s, V {part['V']:.2f} s" for name, part in parts.items())
+    fast = parts['channels-last + NNPACK']
+    print(f"(a') one evaluation of the {args.patches} patches, generator G and perceptual network on its output V: "
+          f"{split}. Bound on (a)'s speed-up from caching the GT side alone, (G + 2V) / (G + V) = "
+          f"{(g + 2 * v) / (g + v):.2f}x; with the faster convolutions too, (G + 2V) / (G' + V') = "
+          f"{(g + 2 * v) / (fast['G'] + fast['V']):.2f}x. Every loop but the authors' skips children equal to their "
+          f"parent (the authors' evaluates them: {unvaried:.0%} of children at these probabilities).")
 
     times = bench_adam_step(model, esrgan, args.repeats)
     print(table(f'(b) Adam phase, batch {args.batch} (LR 32 px), no EA phase: L1 + perceptual + 0.005 relativistic '

@@ -64,7 +64,7 @@ def perception_values(opt, paths, template, arch):
     objective = build_objective(ea.objectives[-1], perceptual, where)
     lq, gt = load_fitness_patches(ea.fitness, opt.get('scale', 1))
     net = build_network(opt['network_g']).eval()
-    evaluator = FitnessEvaluator([objective], lq, gt, net, ea.batch_size, ea.channels_last)
+    evaluator = FitnessEvaluator([objective], lq, gt, net, ea.batch_size, ea.channels_last, ea.nnpack)
     sign = evaluator.signs[0].item()
     values = []
     for path in paths:

@@ -86,27 +86,33 @@ def test_fitness_ground_truth_side_is_prepared_once_per_phase(ea_opt, monkeypatc
     assert len(calls) == n_batches
 
 
-def test_ea_phase_decides_alike_in_either_memory_layout(ea_opt, monkeypatch):
+@pytest.mark.parametrize('option', ['channels_last', 'nnpack'])
+def test_ea_phase_decides_alike_with_each_speed_option_on_or_off(ea_opt, monkeypatch, option):
+    """Each option reaches the evaluator, and the phase takes the same decisions either way. For NNPACK the generator
+    is widened to 64 channels, where its convolutions take that path."""
     from basicsr_ea.models import fitness
-    layouts, results = [], {}
+    settings, results = [], {}
     original = fitness.FitnessEvaluator.__init__
 
     def recording_init(self, *args, **kwargs):
         original(self, *args, **kwargs)
-        layouts.append(self.lq.is_contiguous(memory_format=torch.channels_last))
+        settings.append(self.lq.is_contiguous(memory_format=torch.channels_last) if option == 'channels_last'
+                        else self.nnpack)
     monkeypatch.setattr(fitness.FitnessEvaluator, '__init__', recording_init)
-    for channels_last in (True, False):
-        ea_opt['train']['ea']['channels_last'] = channels_last
+    if option == 'nnpack':
+        ea_opt['network_g'].update(num_feat=64, num_block=1)
+    for on in (True, False):
+        ea_opt['train']['ea'][option] = on
         torch.manual_seed(0)
         model = build_model(ea_opt)
         model.feed_data(batch())
         model.optimize_parameters(current_iter=4)
-        results[channels_last] = model.last_ea_report, snapshot(model)
-    assert layouts == [True, False]
-    (report, weights), (report_nchw, weights_nchw) = results[True], results[False]
-    assert report['replacements'] == report_nchw['replacements']
-    torch.testing.assert_close(report['objectives'], report_nchw['objectives'], rtol=1e-6, atol=0)
-    assert all(torch.equal(a, b) for net, net_nchw in zip(weights, weights_nchw) for a, b in zip(net, net_nchw))
+        results[on] = model.last_ea_report, snapshot(model)
+    assert settings == [True, False] or (option == 'nnpack' and not fitness.nnpack_usable())
+    (report, weights), (report_off, weights_off) = results[True], results[False]
+    assert report['replacements'] == report_off['replacements']
+    torch.testing.assert_close(report['objectives'], report_off['objectives'], rtol=1e-6, atol=0)
+    assert all(torch.equal(a, b) for net, net_off in zip(weights, weights_off) for a, b in zip(net, net_off))
 
 
 def test_non_finite_loss_skips_only_that_individual(ea_opt, caplog, monkeypatch):
@@ -142,6 +148,7 @@ def test_non_finite_loss_skips_only_that_individual(ea_opt, caplog, monkeypatch)
     (lambda o: o['train']['ea'].update(archive_size=1.5), ValueError, 'train.ea.archive_size: expected int'),
     (lambda o: o['train']['ea'].update(archive_size=1), ValueError, 'train.ea.archive_size: must be 0'),
     (lambda o: o['train']['ea'].update(channels_last='yes'), ValueError, 'train.ea.channels_last: expected bool'),
+    (lambda o: o['train']['ea'].update(nnpack=1), ValueError, 'train.ea.nnpack: expected bool'),
     (lambda o: o['train'].update(optim_g={'type': 'Adam', 'lr': 1e-4}), ValueError, 'optim_g.type: must be .*EAAdam'),
 ])
 def test_bad_options_are_clear_errors(ea_opt, change, error, message):

@@ -6,6 +6,7 @@ from basicsr.losses import build_loss
 from basicsr.metrics.psnr_ssim import calculate_psnr_pt
 
 from basicsr_ea.models.fitness import L1Objective, PerceptualObjective, PSNRObjective, build_objective
+from basicsr_ea.models.nnpack_conv import nnpack_usable
 
 LAYERS = {'conv1_2': 0.1, 'conv2_2': 0.1, 'conv3_4': 1, 'conv4_4': 1, 'conv5_4': 1}
 
@@ -73,24 +74,53 @@ class ViewingNet(torch.nn.Module):
         return y.view(y.shape[0], -1).view_as(y)
 
 
+def every_objective(perceptual_loss):
+    from basicsr_ea.losses.nss_loss import NSSLoss
+    objectives = [L1Objective(), PerceptualObjective(perceptual_loss), PerceptualObjective(NSSLoss())]
+    return objectives + [build_objective({'type': name}, None, 'x') for name in ('psnr', 'ssim', 'niqe')]
+
+
+def patches(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(3, 3, 48, 48, generator=g), torch.rand(3, 3, 192, 192, generator=g)
+
+
 def test_channels_last_evaluation_equals_nchw_for_every_objective(perceptual_loss):
     from basicsr.archs.srresnet_arch import MSRResNet
 
-    from basicsr_ea.losses.nss_loss import NSSLoss
     from basicsr_ea.models.fitness import FitnessEvaluator
     torch.manual_seed(0)
     net = MSRResNet(num_feat=16, num_block=2, upscale=4)
-    g = torch.Generator().manual_seed(1)
-    lq, gt = torch.rand(3, 3, 48, 48, generator=g), torch.rand(3, 3, 192, 192, generator=g)
-    objectives = [L1Objective(), PerceptualObjective(perceptual_loss), PerceptualObjective(NSSLoss())]
-    objectives += [build_objective({'type': name}, None, 'x') for name in ('psnr', 'ssim', 'niqe')]
+    lq, gt = patches()
+    objectives = every_objective(perceptual_loss)
     genome = [p.detach().clone() for p in net.parameters()]
-    nchw = FitnessEvaluator(objectives, lq, gt, net, 2, channels_last=False)(genome)
-    channels_last = FitnessEvaluator(objectives, lq, gt, net, 2, channels_last=True)
+    nchw = FitnessEvaluator(objectives, lq, gt, net, 2, channels_last=False, nnpack=False)(genome)
+    channels_last = FitnessEvaluator(objectives, lq, gt, net, 2, channels_last=True, nnpack=False)
     assert channels_last.lq.is_contiguous(memory_format=torch.channels_last)
     values = channels_last(genome)
     assert values.shape == (6,) and values.isfinite().all()
     torch.testing.assert_close(values, nchw, rtol=1e-6, atol=0)
+
+
+@pytest.mark.skipif(not nnpack_usable(), reason='this PyTorch build has no NNPACK for this CPU')
+def test_nnpack_evaluation_equals_direct_convolutions_for_every_objective(perceptual_loss, monkeypatch):
+    """A generator as wide as the paper's (64 channels), so that its body and the VGG both run on NNPACK."""
+    from basicsr.archs.srresnet_arch import MSRResNet
+
+    from basicsr_ea.models.fitness import FitnessEvaluator
+    calls = []
+    original = torch._nnpack_spatial_convolution
+    monkeypatch.setattr(torch, '_nnpack_spatial_convolution', lambda *args: calls.append(1) or original(*args))
+    torch.manual_seed(0)
+    net = MSRResNet(num_feat=64, num_block=1, upscale=4)
+    lq, gt = patches()
+    objectives = every_objective(perceptual_loss)
+    genome = [p.detach().clone() for p in net.parameters()]
+    direct = FitnessEvaluator(objectives, lq, gt, net, 2, nnpack=False)(genome)
+    assert calls == []
+    values = FitnessEvaluator(objectives, lq, gt, net, 2, nnpack=True)(genome)
+    assert len(calls) > 0 and values.isfinite().all()
+    torch.testing.assert_close(values, direct, rtol=1e-5, atol=0)
 
 
 def test_channels_last_evaluation_of_a_viewing_arch_names_the_option():

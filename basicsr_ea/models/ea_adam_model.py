@@ -242,7 +242,7 @@ class EAAdamModel(RepairedModel, BaseModel):
     def run_ea_phase(self, current_iter):
         """MOEA/D in weight space; writes the objectives table, hypervolumes and the front plot of this phase."""
         evaluator = FitnessEvaluator(self.objectives, self.fitness_lq, self.fitness_gt, self.scratch_net,
-                                     self.ea_opt.batch_size, self.ea_opt.channels_last)
+                                     self.ea_opt.batch_size, self.ea_opt.channels_last, self.ea_opt.nnpack)
         archive_before = self.archive.F.clone() if self.archive is not None else None
         report = self.optimizer_g.evolve(evaluator, self.ea_opt.generations, self.ea_opt.max_replacements,
                                          self.archive)

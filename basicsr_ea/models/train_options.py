@@ -47,7 +47,8 @@ class EAOptions:
     most ``max_replacements`` neighbours (None: any number, as the authors' loop; 1 kept the demo's population
     distinct, ``benchmarks/ea_replacement_limit.py``); an archive of up to ``archive_size`` non-dominated
     individuals (0: none) keeps every front point the population loses. ``channels_last``: children evaluated in that
-    memory layout (faster; off for an arch that cannot take it)."""
+    memory layout (faster; off for an arch that cannot take it). ``nnpack``: their wide 3x3 convolutions on NNPACK's
+    fast kernels where the CPU build has them (``basicsr_ea/models/nnpack_conv.py``; no effect on a GPU)."""
     interval: int
     objectives: list[dict]
     fitness: FitnessOptions
@@ -56,6 +57,7 @@ class EAOptions:
     max_replacements: int | None = 1
     archive_size: int = 10
     channels_last: bool = True
+    nnpack: bool = True
 
     def __post_init__(self):
         if self.interval < 0:
