@@ -6,7 +6,7 @@
 (a) EA phase: ``FitnessEvaluator`` (GT side prepared once per phase, channels-last patches, wide 3x3 convolutions on
     NNPACK; and without NNPACK; and with NCHW patches too), our loop with every child's losses recomputed in full
     (GT VGG features included) on NCHW patches without NNPACK, and the authors' loop re-enacted
-    (``authors_ea_phase``); the first four from the same seed, decisions asserted identical, and the authors'
+    (``authors_ea_phase``); the first four from the same seed (the direct-kernel ones asserted to decide alike), and the authors'
     objectives asserted equal to ours.
 (b) Adam phase: one population step of ``EAAdamModel`` (P individuals) against P steps of BasicSR's ``ESRGANModel``
     with the same generator, discriminator and losses, on the same batch.
@@ -186,14 +186,19 @@ def bench_ea_phase(model, generations, repeats):
                                       lambda: prepared_once(False, nnpack=False)),
                                   NAIVE_EA: lambda: ea_phase(recomputed_per_child),
                                   AUTHORS_EA: lambda: authors_ea_phase(model, generations)}, repeats)
-    (fast, fast_weights), *others, authors_before = results.values()
+    (fast, fast_weights), (direct, direct_weights), *others, authors_before = results.values()
     assert torch.allclose(fast['objectives_before'], authors_before, rtol=1e-6, atol=0)
+    assert torch.allclose(fast['objectives_before'], direct['objectives_before'], rtol=1e-6, atol=0)
     for report, weights in others:
         for key in ('objectives_before', 'objectives', 'ideal', 'nadir'):
-            assert torch.allclose(fast[key], report[key], rtol=1e-6, atol=0), key
-        assert fast['replacements'] == report['replacements']
-        assert all(torch.equal(a, b) for a, b in zip(fast_weights, weights))
-    return times
+            assert torch.allclose(direct[key], report[key], rtol=1e-6, atol=0), key
+        assert direct['replacements'] == report['replacements']
+        assert all(torch.equal(a, b) for a, b in zip(direct_weights, weights))
+    # NNPACK rounds differently: where children tie to 1e-6 (this benchmark's population starts as one network)
+    # a decision can go the other way, so it is reported, not asserted.
+    same = fast['replacements'] == direct['replacements'] and all(
+        torch.equal(a, b) for a, b in zip(fast_weights, direct_weights))
+    return times, same
 
 
 def bench_cost_split(model, repeats):
@@ -333,11 +338,13 @@ def main(argv=None):
     print('Perceptual loss: BasicSR PerceptualLoss over a RANDOMLY initialised VGG19 (VGG weights cannot be '
           'downloaded here); the timings do not depend on the weights\' values.')
 
-    times = bench_ea_phase(model, args.generations, args.repeats)
+    times, nnpack_same = bench_ea_phase(model, args.generations, args.repeats)
     print(table(f'(a) EA phase: {args.generations} generation(s) = {P * (args.generations + 1)} evaluations of '
-                f'{args.patches} 128 px patches, objectives l1 + perceptual. Same seed, identical decisions '
-                '(replacements, weights) on objectives, ideal and nadir equal to 1e-6 relative, and the authors\' '
-                'loop\'s objectives of the population equal to ours to 1e-6: checked', times, AUTHORS_EA))
+                f'{args.patches} 128 px patches, objectives l1 + perceptual. Same seed; the direct-kernel rows take '
+                'identical decisions (replacements, weights) on objectives, ideal and nadir equal to 1e-6 relative, '
+                'and the authors\' loop\'s objectives of the population equal to ours to 1e-6: checked. The NNPACK '
+                f'row\'s decisions are {"the same" if nnpack_same else "NOT all the same (ties broken by rounding)"}',
+                times, AUTHORS_EA))
 
     parts = bench_cost_split(model, args.grad_repeats)
     g, v = parts['NCHW']['G'], parts['NCHW']['V']

@@ -189,7 +189,7 @@ class FitnessEvaluator:
     1.13x and the paper's SRResNet 1.09x faster (``benchmarks/ea_phase.py``), the demo's narrow generator 1.8x. An arch
     that ``view``s its feature maps cannot take such input: turn it off there. With ``nnpack`` (on a CPU whose PyTorch
     build has it) the wide 3x3 convolutions run on NNPACK's kernels (``nnpack_conv.py``): one evaluation of the paper's
-    SRResNet and VGG19 1.17x faster again, objectives equal to about 1e-7 relative.
+    SRResNet and VGG19 1.17-1.20x faster again, objectives equal to about 1e-7 relative.
     """
 
     def __init__(self, objectives, lq, gt, scratch_net, batch_size=16, channels_last=True, nnpack=True):
