@@ -6,8 +6,8 @@
 (a) EA phase: ``FitnessEvaluator`` (GT side prepared once per phase, channels-last patches, wide 3x3 convolutions on
     NNPACK; and without NNPACK; and with NCHW patches too), our loop with every child's losses recomputed in full
     (GT VGG features included) on NCHW patches without NNPACK, and the authors' loop re-enacted
-    (``authors_ea_phase``); the first four from the same seed (the direct-kernel ones asserted to decide alike), and the authors'
-    objectives asserted equal to ours.
+    (``authors_ea_phase``); the first four from the same seed (the direct-kernel ones asserted to decide alike), and
+    the authors' objectives asserted equal to ours.
 (b) Adam phase: one population step of ``EAAdamModel`` (P individuals) against P steps of BasicSR's ``ESRGANModel``
     with the same generator, discriminator and losses, on the same batch.
 (c) One individual's two per-objective gradients: two backward passes (as ``EAAdamModel``) against alternatives.
