@@ -23,7 +23,7 @@ def test_only_wide_unit_stride_3x3_float_convolutions_without_gradient_are_eligi
         assert not eligible(kernel=1) and not eligible(kernel=5)
         assert not eligible(stride=2) and not eligible(dilation=2) and not eligible(groups=2)
         assert not eligible(padding=3) and not eligible(dtype=torch.float64)
-        assert not eligible(shape=(2, 64, 16))
+        assert not eligible(shape=(2, 64, 16)) and not eligible(padding='same')
     assert not eligible()  # with autograd recording: NNPACK gives no gradient here
 
 

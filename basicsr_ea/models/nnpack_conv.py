@@ -7,7 +7,7 @@ memory layout: at least ``MIN_CHANNELS`` input channels and ``MIN_SIDE`` pixels 
 0.99-1.40x (64 to 512 channels, 16 to 128 px). Below that (an RGB input, VGG's 8 px conv5, the demo's 16-channel
 nets) NNPACK was slower (0.3-0.9x) and the call passes through. Values differ from the direct kernel's by float
 rounding of the transform, at most 1.1e-5 of a layer's largest output (direct: 1.2e-6), which leaves the fitness
-objectives equal to about 1e-6 relative (``tests/test_fitness.py``).
+objectives equal to about 1e-7 relative (``tests/test_fitness.py``).
 """
 import torch
 from torch.overrides import TorchFunctionMode
@@ -24,7 +24,9 @@ def nnpack_usable():
 def nnpack_eligible(x, weight, stride, padding, dilation, groups):
     """Whether ``conv2d(x, weight, ...)`` is one that NNPACK computes, and computes faster (see the module docstring).
 
-    NNPACK takes float32 CPU tensors with unit stride and dilation and no groups, and no gradient."""
+    NNPACK takes float32 CPU tensors with unit stride and dilation, no groups, a numeric padding, and no gradient."""
+    if isinstance(padding, str):  # 'same' / 'valid': left to PyTorch
+        return False
     pad = _pair(padding)
     return (x.dim() == 4 and x.device.type == 'cpu' and x.dtype == torch.float32 == weight.dtype
             and tuple(weight.shape[2:]) == (3, 3) and groups == 1 and not torch.is_grad_enabled()
@@ -40,7 +42,7 @@ def _pair(value):
 class NNPACKConvolutions(TorchFunctionMode):
     """Within this mode, eligible ``conv2d`` calls (``nn.Conv2d`` goes through them) run on NNPACK.
 
-    A string padding ('same', 'valid') or any other call passes through to PyTorch unchanged."""
+    Any other call passes through to PyTorch unchanged."""
 
     def __init__(self):
         super().__init__()
@@ -54,7 +56,7 @@ class NNPACKConvolutions(TorchFunctionMode):
             x, weight = call['input'], call['weight']
             stride, padding = call.get('stride', 1), call.get('padding', 0)
             dilation, groups = call.get('dilation', 1), call.get('groups', 1)
-            if not isinstance(padding, str) and nnpack_eligible(x, weight, stride, padding, dilation, groups):
+            if nnpack_eligible(x, weight, stride, padding, dilation, groups):
                 return torch._nnpack_spatial_convolution(x.contiguous(), weight.contiguous(), call.get('bias'),
                                                          list(_pair(padding)))
         return func(*args, **kwargs)
